@@ -1,0 +1,439 @@
+"""The instructor's command line: `python -m autograder <command>`, thin over nbgrader's own apps.
+
+Each command runs nbgrader (`python -m nbgrader ...`) in the course folder, whose
+`nbgrader_config.py` loads `autograder/nbgrader_config.py`. Only validation (nbgrader's
+`Validator`, whose app always exits 0) and reading the gradebook run in this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+CONFIG = HERE / "nbgrader_config.py"
+SOURCE = REPO / "solutions"
+COPY_IGNORE = (".ipynb_checkpoints", "__pycache__", "*.pyc", "feedback")
+STUB = '''\
+# Written by `python -m autograder`: nbgrader (and formgrader) started in this folder use the
+# course configuration kept in the repository.
+load_subconfig({config!r})
+c.CourseDirectory.root = {root!r}
+'''
+
+
+class Failure(Exception):
+    """A problem the instructor can fix: reported as one line, exit status 1."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; return the exit status."""
+    args = parser().parse_args(argv)
+    # nbgrader runs `alembic` (its database migrations) from PATH: make the venv's bin/ visible
+    # even when the venv is not activated.
+    bindir = str(Path(sys.executable).parent)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    try:
+        if hasattr(args, "all") and bool(args.all) == bool(args.assignments):
+            raise Failure("name the assignment(s) or give --all (not both)")
+        return args.func(args) or 0
+    except Failure as exc:
+        print(f"autograder: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("autograder: interrupted", file=sys.stderr)
+        return 130
+
+
+# ---------------------------------------------------------------------------------------------
+# course folder, assignments, nbgrader
+
+
+def course_dir(args: argparse.Namespace) -> Path:
+    """The course folder: --course-dir, else $DCV_COURSE_DIR, else <repo>/_course; ready for nbgrader."""
+    course = Path(args.course_dir or os.environ.get("DCV_COURSE_DIR") or REPO / "_course").resolve()
+    if course.exists() and not course.is_dir():
+        raise Failure(f"course folder {course} is not a folder")
+    course.mkdir(parents=True, exist_ok=True)
+    stub = STUB.format(config=str(CONFIG), root=str(course))
+    config = course / "nbgrader_config.py"
+    if not config.exists() or config.read_text() != stub:
+        config.write_text(stub)
+    return course
+
+
+def load_config():
+    """The course's nbgrader configuration (a traitlets Config)."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    return PyFileConfigLoader(CONFIG.name, path=str(HERE)).load_config()
+
+
+def assignments() -> list[str]:
+    """The assignments: folders of solutions/ that hold a notebook."""
+    return sorted(d.name for d in SOURCE.iterdir() if d.is_dir() and any(d.glob("*.ipynb")))
+
+
+def known(name: str) -> str:
+    """The assignment name, or a Failure naming the known ones."""
+    names = assignments()
+    if name not in names:
+        raise Failure(f"unknown assignment '{name}' (known: {', '.join(names) or 'none'})")
+    return name
+
+
+def notebooks(folder: Path) -> list[Path]:
+    """The notebooks of an assignment folder."""
+    return sorted(folder.glob("*.ipynb"))
+
+
+def nbgrader(course: Path, *argv: str) -> int:
+    """Run `nbgrader <argv>` in the course folder; return its exit status."""
+    env = {**os.environ, "DCV_COURSE_DIR": str(course)}
+    cmd = [sys.executable, "-m", "nbgrader", *argv]
+    print("$ nbgrader " + " ".join(argv), flush=True)
+    return subprocess.run(cmd, cwd=course, env=env).returncode
+
+
+def gradebook(course: Path):
+    """The course's gradebook (nbgrader.api.Gradebook); a Failure if none was made yet."""
+    db = course / "gradebook.db"
+    if not db.exists():
+        raise Failure(f"no gradebook in {course}: release an assignment first")
+    from nbgrader.api import Gradebook  # slow to import: only when needed
+
+    return Gradebook(f"sqlite:///{db}", course_id=load_config().CourseDirectory.course_id)
+
+
+def require_released(course: Path, name: str) -> None:
+    """A Failure unless the assignment is in the gradebook (nbgrader generate_assignment ran)."""
+    message = f"'{name}' is not released in {course}: run `python -m autograder release {name}`"
+    if not (course / "gradebook.db").exists():
+        raise Failure(message)
+    from nbgrader.api import MissingEntry
+
+    try:
+        with gradebook(course) as gb:
+            gb.find_assignment(name)
+    except MissingEntry:
+        raise Failure(message) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+
+def validate(notebook: Path, released: bool) -> str | None:
+    """What is wrong with a notebook: a source must pass every test, a released one must pass none."""
+    from nbgrader.validator import Validator
+
+    results = Validator(config=load_config(), invert=released).validate(str(notebook))
+
+    def cells(key: str, what: str) -> str:  # the first line of a test cell says what it checks
+        found = results[key]
+        return f"{len(found)} {what}: " + ", ".join(repr(c["source"].splitlines()[0]) for c in found)
+
+    if results.get("type_changed"):
+        return f"{len(results['type_changed'])} cell(s) changed type"
+    if results.get("changed"):
+        return cells("changed", "locked or test cell(s) changed")
+    if results.get("passed"):
+        return cells("passed", "test cell(s) pass without any work")
+    if results.get("failed"):
+        return cells("failed", "test cell(s) fail")
+    return None
+
+
+def check(course: Path, name: str, released: bool) -> None:
+    """Validate an assignment's source (or released) notebooks; a Failure on any problem."""
+    folder = course / "release" / name if released else SOURCE / name
+    if released and not folder.is_dir():
+        raise Failure(f"'{name}' is not released in {course}: run `python -m autograder release {name}`")
+    for notebook in notebooks(folder):
+        where = f"{'released' if released else 'source'} {notebook.name}"
+        problem = validate(notebook, released)
+        if problem:
+            raise Failure(f"{where}: {problem}")
+        print(f"ok: {where} " + ("passes no test untouched" if released else "passes every test"))
+
+
+def each(args: argparse.Namespace, step) -> None:
+    """Run step(name) for each named assignment (or --all), going on after a failure."""
+    names = assignments() if args.all else [known(n) for n in args.assignments]
+    if len(names) == 1:
+        return step(names[0])
+    failed = []
+    for name in names:
+        try:
+            step(name)
+        except Failure as exc:
+            print(f"autograder: error: {exc}", file=sys.stderr)
+            failed.append(name)
+    if failed:
+        raise Failure(f"{len(failed)} of {len(names)} assignment(s) failed: {', '.join(failed)}")
+
+
+def cmd_validate(args: argparse.Namespace) -> None:
+    course = course_dir(args)
+    each(args, lambda name: check(course, name, args.released))
+
+
+# ---------------------------------------------------------------------------------------------
+# release
+
+
+def cmd_release(args: argparse.Namespace) -> None:
+    course = course_dir(args)
+
+    def release(name: str) -> None:
+        if (course / "release" / name).exists() and not args.force:
+            print(f"kept: {course / 'release' / name} exists (--force regenerates it)")
+            return
+        check(course, name, released=False)
+        status = nbgrader(course, "generate_assignment", name, *(["--force"] if args.force else []))
+        if status or not (course / "release" / name).is_dir():
+            raise Failure(f"nbgrader generate_assignment {name} failed (exit {status}): see its log above")
+        print(f"released: {course / 'release' / name}")
+
+    each(args, release)
+
+
+# ---------------------------------------------------------------------------------------------
+# autograde
+
+
+def notebook_problem(path: Path) -> str | None:
+    """Why a file is not a readable notebook, or None."""
+    import nbformat
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        json.loads(text)
+    except UnicodeDecodeError:
+        return "not UTF-8 text"
+    except json.JSONDecodeError as exc:
+        return f"not valid notebook JSON ({exc.msg} at line {exc.lineno})"
+    try:
+        nbformat.reads(text, as_version=4)
+    except Exception as exc:  # nbformat raises several kinds
+        return f"not a Jupyter notebook ({type(exc).__name__})"
+    return None
+
+
+def files(folder: Path) -> dict[str, Path]:
+    """Relative path -> path of every file under folder, leaving out COPY_IGNORE."""
+    ignore = shutil.ignore_patterns(*COPY_IGNORE)
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        skipped = ignore(dirpath, dirnames + filenames)
+        dirnames[:] = sorted(d for d in dirnames if d not in skipped)
+        for f in filenames:
+            if f not in skipped:
+                out[os.path.relpath(os.path.join(dirpath, f), folder)] = Path(dirpath, f)
+    return out
+
+
+def same(a: dict[str, Path], b: dict[str, Path]) -> bool:
+    """Whether two file sets have the same names and contents."""
+    return a.keys() == b.keys() and all(a[k].read_bytes() == b[k].read_bytes() for k in a)
+
+
+def find_submissions(folder: Path, name: str) -> tuple[dict[str, dict[str, Path]], list[str]]:
+    """Each student's files (relative path in submitted/<student>/<name>/ -> file), and problems.
+
+    A student whose notebook cannot be read maps to {}: reported, not copied, scored 0.
+    """
+    source_nbs = [p.name for p in notebooks(SOURCE / name)]
+    found, problems = {}, []
+    for student_dir in sorted(p for p in folder.iterdir() if p.is_dir() and p.name[0] not in "._"):
+        student = student_dir.name
+        nested, flat = student_dir / name, student_dir / f"{name}.ipynb"
+        if nested.is_dir() and notebooks(nested):
+            content = files(nested)
+        elif flat.is_file() and len(source_nbs) == 1:
+            content = {source_nbs[0]: flat}
+        else:
+            problems.append(f"{student}: no {name}.ipynb or {name}/*.ipynb: skipped")
+            continue
+        if not re.fullmatch(r"[\w.@+-]+", student):
+            problems.append(f"{student!r}: not a usable student id (letters, digits, . @ + - _): skipped")
+            continue
+        bad = [f"{path.name}: {why}" for rel, path in content.items()
+               if rel.endswith(".ipynb") and (why := notebook_problem(path))]
+        if bad:
+            problems.append(f"{student}: {'; '.join(bad)}: skipped, scored 0")
+            content = {}
+        found[student] = content
+    return found, problems
+
+
+def cmd_autograde(args: argparse.Namespace) -> int:
+    course = course_dir(args)
+    name = known(args.assignment)
+    folder = Path(args.submissions)
+    if not folder.is_dir():
+        raise Failure(f"submissions folder {folder} does not exist or is not a folder")
+    found, problems = find_submissions(folder, name)
+    if not any(found.values()):
+        problems_note = f" ({len(problems)} skipped, see above)" if problems else ""
+        for p in problems:
+            print(f"autograder: {p}", file=sys.stderr)
+        raise Failure(f"no gradable submission of {name} in {folder}{problems_note}: "
+                      f"expected <student_id>/{name}.ipynb or <student_id>/{name}/<notebook>.ipynb")
+    require_released(course, name)
+
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for student, content in found.items():
+        dest = course / "submitted" / student / name
+        if not content:  # unreadable: list the student (score 0), keep any earlier submission
+            with gradebook(course) as gb:
+                gb.update_or_create_student(student)
+            if dest.exists():
+                problems.append(f"{student}: kept the earlier submission in {dest}")
+            continue
+        if dest.exists():
+            if same(files(dest), content):
+                continue  # the same submission: nbgrader keeps its grade
+            if not args.force:
+                problems.append(f"{student}: differs from the submission collected before: kept the "
+                                f"earlier one (--force replaces it, moving it to superseded/)")
+                continue
+            backup = course / "superseded" / stamp / student / name
+            backup.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(dest), str(backup))
+            print(f"superseded: {dest} -> {backup}")
+        for rel, path in content.items():  # copied, never moved
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dest / rel)
+
+    if args.force:  # regrade this folder's students only (manual grades stay in the gradebook)
+        runs = [nbgrader(course, "autograde", name, "--create", "--force", f"--student={s}")
+                for s, content in found.items() if content]
+        status = max(runs, default=0)
+    else:  # nbgrader skips the submissions it has already graded
+        status = nbgrader(course, "autograde", name, "--create")
+    from nbgrader.api import MissingEntry
+
+    with gradebook(course) as gb:
+        print(f"\n{'student':<24} {'score':>7} {'max':>7}  notes")
+        for student in sorted(found):
+            try:
+                sub = gb.find_submission(name, student)
+            except MissingEntry:
+                print(f"{student:<24} {0:>7.1f} {gb.find_assignment(name).max_score:>7.1f}  not graded")
+                continue
+            note = "needs manual grading" if sub.needs_manual_grade else ""
+            print(f"{student:<24} {sub.score:>7.1f} {sub.max_score:>7.1f}  {note}")
+    for p in problems:
+        print(f"autograder: {p}", file=sys.stderr)
+    if status:
+        raise Failure(f"nbgrader autograde {name} reported errors (exit {status}): see its log above")
+    unreadable = [s for s, c in found.items() if not c]
+    if unreadable:
+        raise Failure(f"{len(unreadable)} submission(s) could not be read: {', '.join(unreadable)} (scored 0)")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# feedback, export, status
+
+
+def cmd_feedback(args: argparse.Namespace) -> None:
+    course = course_dir(args)
+    name = known(args.assignment)
+    require_released(course, name)
+    if not list((course / "autograded").glob(f"*/{name}")):
+        raise Failure(f"nothing autograded for {name} in {course}: run autograde first")
+    status = nbgrader(course, "generate_feedback", name, *(["--force"] if args.force else []))
+    if status:
+        raise Failure(f"nbgrader generate_feedback {name} failed (exit {status}): see its log above")
+    html = sorted((course / "feedback").glob(f"*/{name}/*.html"))
+    print(f"feedback: {len(html)} HTML file(s) in {course / 'feedback'}/<student>/{name}/")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    course = course_dir(args)
+    gradebook(course).close()  # a Failure if there is none
+    dest = Path(args.to).resolve() if args.to else course / "grades.csv"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    status = nbgrader(course, "export", f"--to={dest}")
+    if status or not dest.exists():
+        raise Failure(f"nbgrader export failed (exit {status}): see its log above")
+    print(f"grades: {dest}")
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    course = course_dir(args)
+    count = lambda step, name: len(list((course / step).glob(f"*/{name}")))  # noqa: E731
+    manual = {}
+    if (course / "gradebook.db").exists():
+        with gradebook(course) as gb:
+            for a in gb.assignments:
+                manual[a.name] = sum(s.needs_manual_grade for s in a.submissions)
+    print(f"course folder: {course}")
+    print(f"{'assignment':<28} {'released':>8} {'submitted':>9} {'autograded':>10} "
+          f"{'to grade':>8} {'feedback':>8}")
+    for name in assignments():
+        released = "yes" if (course / "release" / name).is_dir() else "no"
+        print(f"{name:<28} {released:>8} {count('submitted', name):>9} {count('autograded', name):>10} "
+              f"{manual.get(name, 0):>8} {count('feedback', name):>8}")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser: one subcommand per step of the workflow."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--course-dir", default=argparse.SUPPRESS, metavar="DIR",
+                        help="course folder (default: $DCV_COURSE_DIR, else <repo>/_course)")
+    main = argparse.ArgumentParser(
+        prog="python -m autograder", parents=[common],
+        description="Grade the course's nbgrader assignments: release -> autograde -> feedback -> export.",
+        epilog="Manual grading: `cd <course folder> && jupyter lab`, then Nbgrader > Formgrader.")
+    main.set_defaults(course_dir=None)
+    sub = main.add_subparsers(dest="command", required=True, metavar="command")
+
+    def command(name, func, help):
+        p = sub.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    def some_or_all(p):
+        p.add_argument("assignments", nargs="*", metavar="assignment", help="assignment name(s)")
+        p.add_argument("--all", action="store_true", help="every assignment in solutions/")
+
+    p = command("release", cmd_release,
+                "Validate the source notebook(s), then nbgrader generate_assignment into release/.")
+    some_or_all(p)
+    p.add_argument("--force", action="store_true", help="regenerate an existing release")
+    p = command("validate", cmd_validate,
+                "Check that the source passes every test, or (--released) that the released notebook passes none.")
+    some_or_all(p)
+    p.add_argument("--released", action="store_true", help="check the released notebook(s) instead")
+    p = command("autograde", cmd_autograde,
+                "Copy a folder of submissions into submitted/, then nbgrader autograde --create.")
+    p.add_argument("assignment")
+    p.add_argument("submissions",
+                   help="folder of <student_id>/<assignment>.ipynb or <student_id>/<assignment>/*.ipynb")
+    p.add_argument("--force", action="store_true",
+                   help="replace changed submissions (the old copy goes to superseded/) and regrade "
+                        "this folder's students; manual grades are kept")
+    p = command("feedback", cmd_feedback, "nbgrader generate_feedback: one HTML file per student in feedback/ "
+                "(it shows the hidden tests: nbgrader does so by design).")
+    p.add_argument("assignment")
+    p.add_argument("--force", action="store_true", help="regenerate existing feedback")
+    p = command("export", cmd_export, "nbgrader export: a CSV of every student's grade per assignment.")
+    p.add_argument("--to", metavar="CSV", help="where to write (default: <course folder>/grades.csv)")
+    command("status", cmd_status, "Count released, submitted, autograded, to-grade and feedback per assignment.")
+
+    return main

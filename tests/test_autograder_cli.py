@@ -1,0 +1,114 @@
+"""`python -m autograder`: help, and bad input answered in one line with exit status 1 (no kernel runs)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EX02 = "ex02_params_memory"
+COMMANDS = ["release", "validate", "autograde", "feedback", "export", "status"]
+
+
+def cli(*args: str, course: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "DCV_COURSE_DIR"}
+    return subprocess.run([sys.executable, "-m", "autograder", *args, "--course-dir", str(course)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """The error line of a failed command, checking it failed cleanly."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("autograder: error: ")
+    return lines[-1]
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_every_command_has_help(command, tmp_path):
+    """Does `--help` work for the CLI and each of its commands?"""
+    result = cli(*([command] if command else []), "--help", course=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: python -m autograder")
+
+
+@pytest.mark.parametrize("command", ["release", "validate", "feedback", "autograde"])
+def test_unknown_assignment_is_named(command, tmp_path):
+    """Is an unknown assignment refused with the list of known ones?"""
+    extra = [str(tmp_path)] if command == "autograde" else []
+    line = one_line_error(cli(command, "ex99_nope", *extra, course=tmp_path / "course"))
+    assert "unknown assignment 'ex99_nope'" in line and EX02 in line
+
+
+def test_release_needs_names_or_all(tmp_path):
+    """Does `release` ask for assignment names or --all (not both, not neither)?"""
+    assert "--all" in one_line_error(cli("release", course=tmp_path))
+    assert "--all" in one_line_error(cli("release", EX02, "--all", course=tmp_path))
+
+
+def test_missing_submissions_folder(tmp_path):
+    """Is a submissions folder that does not exist reported?"""
+    line = one_line_error(cli("autograde", EX02, str(tmp_path / "nowhere"), course=tmp_path / "course"))
+    assert "does not exist" in line
+
+
+def test_empty_submissions_folder(tmp_path):
+    """Is an empty submissions folder (or one without the assignment) reported with the layouts expected?"""
+    (tmp_path / "empty").mkdir()
+    line = one_line_error(cli("autograde", EX02, str(tmp_path / "empty"), course=tmp_path / "course"))
+    assert f"no gradable submission of {EX02}" in line and f"<student_id>/{EX02}.ipynb" in line
+    (tmp_path / "other" / "alice").mkdir(parents=True)
+    (tmp_path / "other" / "alice" / "ex03.ipynb").write_text("{}")
+    result = cli("autograde", EX02, str(tmp_path / "other"), course=tmp_path / "course")
+    assert "no gradable submission" in one_line_error(result)
+    assert f"autograder: alice: no {EX02}.ipynb or {EX02}/*.ipynb: skipped" in result.stderr
+
+
+def test_only_unreadable_submissions(tmp_path):
+    """Are submissions that are not notebooks named, and nothing copied?"""
+    for student, text in {"ann": "not json", "ben": '{"a": 1}'}.items():
+        (tmp_path / "in" / student).mkdir(parents=True)
+        (tmp_path / "in" / student / f"{EX02}.ipynb").write_text(text)
+    result = cli("autograde", EX02, str(tmp_path / "in"), course=tmp_path / "course")
+    assert "no gradable submission" in one_line_error(result)
+    assert f"autograder: ann: {EX02}.ipynb: not valid notebook JSON" in result.stderr
+    assert f"autograder: ben: {EX02}.ipynb: not a Jupyter notebook" in result.stderr
+    assert not (tmp_path / "course" / "submitted").exists()
+
+
+def test_autograde_before_release(tmp_path):
+    """Does autograding an assignment not yet released say to release it first?"""
+    (tmp_path / "in" / "alice").mkdir(parents=True)
+    (tmp_path / "in" / "alice" / f"{EX02}.ipynb").write_text(
+        '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+    line = one_line_error(cli("autograde", EX02, str(tmp_path / "in"), course=tmp_path / "course"))
+    assert f"run `python -m autograder release {EX02}`" in line
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["export"], "no gradebook"),
+    (["feedback", EX02], "is not released"),
+    (["validate", EX02, "--released"], "is not released"),
+])
+def test_steps_out_of_order(args, expected, tmp_path):
+    """Do export, feedback and validation of a release say what to run first in a new course folder?"""
+    assert expected in one_line_error(cli(*args, course=tmp_path))
+
+
+def test_course_dir_must_be_a_folder(tmp_path):
+    """Is a --course-dir that is a file refused?"""
+    (tmp_path / "file").write_text("")
+    assert "is not a folder" in one_line_error(cli("status", course=tmp_path / "file"))
+
+
+def test_status_of_a_new_course(tmp_path):
+    """Does `status` list the assignments of solutions/ for a new course folder, and write its config?"""
+    result = cli("status", course=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert any(line.split()[:2] == [EX02, "no"] for line in result.stdout.splitlines())
+    assert "load_subconfig(" in (tmp_path / "nbgrader_config.py").read_text()
