@@ -3,10 +3,10 @@
 Conventions used throughout the course:
 
 * A box is ``(x_min, y_min, x_max, y_max)``: ``x`` grows to the right, ``y`` grows *down* (image
-  rows), and the corners are continuous coordinates of pixel *edges*, so a box covering pixel columns
-  ``3..7`` has ``x_min = 3`` and ``x_max = 8``. Its area is ``(x_max - x_min) * (y_max - y_min)``,
-  with no "+1". Pixel units and normalised units (divided by the image size) both work, as long as
-  the boxes that are compared use the same units.
+  rows), and the corners are continuous coordinates of pixel *edges*, so a box covering pixel
+  columns ``3..7`` has ``x_min = 3`` and ``x_max = 8``. Its area is
+  ``(x_max - x_min) * (y_max - y_min)``, with no "+1". Pixel units and normalised units (divided
+  by the image size) both work, as long as the boxes that are compared use the same units.
 * Detections are matched to ground truth greedily, in decreasing order of score: a detection is a
   true positive when its best IoU with a not-yet-matched ground-truth box of its image is at least
   the IoU threshold (COCO-style matching); otherwise it is a false positive.
@@ -85,7 +85,7 @@ def non_max_suppression(boxes: Any, scores: Any, iou_threshold: float = 0.5,
 def match_detections(pred_boxes: Sequence[Any], pred_scores: Sequence[Any],
                      true_boxes: Sequence[Any], iou_threshold: float = 0.5
                      ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Scores (decreasing) and true-positive flags of all detections of all images, and #ground truth."""
+    """Sorted scores and true-positive flags of the detections of all images, and #true boxes."""
     if not len(pred_boxes) == len(pred_scores) == len(true_boxes):
         raise ValueError("pred_boxes, pred_scores and true_boxes need one entry per image")
     image_ids, scores, boxes = [], [], []
@@ -118,7 +118,7 @@ def match_detections(pred_boxes: Sequence[Any], pred_scores: Sequence[Any],
 def precision_recall_curve(pred_boxes: Sequence[Any], pred_scores: Sequence[Any],
                            true_boxes: Sequence[Any], iou_threshold: float = 0.5
                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Precision, recall and score threshold after each detection, by decreasing score (one class)."""
+    """Precision, recall and score threshold after each detection, best first (one class)."""
     scores, is_tp, n_true = match_detections(pred_boxes, pred_scores, true_boxes, iou_threshold)
     if n_true == 0:
         raise ValueError("recall is undefined without ground-truth boxes")

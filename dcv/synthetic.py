@@ -23,7 +23,7 @@ def tight_box(image: np.ndarray, threshold: float = 0) -> np.ndarray:
 
 
 def _rescale(image: np.ndarray, scale: float) -> np.ndarray:
-    """Resize a uint8 image by ``scale`` with bilinear interpolation (anti-aliased when shrinking)."""
+    """Resize a uint8 image by ``scale``, bilinear (anti-aliased when shrinking)."""
     if scale == 1:
         return image
     from skimage.transform import resize
@@ -37,7 +37,7 @@ def _check(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """Validate and return the source digits (uint8, shape (N, h, w)) and their labels."""
     images, labels = np.asarray(images), np.asarray(labels).reshape(-1)
     if images.ndim != 3 or images.dtype != np.uint8:
-        raise ValueError(f"images must be uint8 of shape (N, h, w), got {images.dtype} {images.shape}")
+        raise ValueError(f"images must be uint8 (N, h, w), got {images.dtype} {images.shape}")
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
     return images, labels
@@ -74,11 +74,11 @@ def digits_scene(images: np.ndarray, labels: np.ndarray, canvas_size: int = 100,
                  ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
     """``n`` canvases with several unscaled digits whose source frames never overlap.
 
-    Each canvas gets between ``n_digits[0]`` and ``n_digits[1]`` digits (inclusive), placed at random
-    so that their ``h x w`` source frames (28x28 for MNIST) are disjoint. Returns ``X`` (uint8,
-    ``(n, canvas_size, canvas_size)``) and, per canvas, the ``labels`` (int, ``(k,)``), the tight
-    ``boxes`` (float32, ``(k, 4)``) and the top-left ``origins`` ``(x, y)`` of the frames (int,
-    ``(k, 2)``). A digit that finds no free place after ``max_tries`` is left out.
+    Each canvas gets between ``n_digits[0]`` and ``n_digits[1]`` digits (inclusive), placed at
+    random so that their ``h x w`` source frames (28x28 for MNIST) are disjoint. Returns ``X``
+    (uint8, ``(n, canvas_size, canvas_size)``) and, per canvas, the ``labels`` (int, ``(k,)``),
+    the tight ``boxes`` (float32, ``(k, 4)``) and the top-left ``origins`` ``(x, y)`` of the
+    frames (int, ``(k, 2)``). A digit that finds no free place after ``max_tries`` is left out.
     """
     images, labels = _check(images, labels)
     rng = np.random.default_rng(seed)

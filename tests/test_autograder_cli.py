@@ -112,3 +112,15 @@ def test_status_of_a_new_course(tmp_path):
     assert result.returncode == 0, result.stderr
     assert any(line.split()[:2] == [EX02, "no"] for line in result.stdout.splitlines())
     assert "load_subconfig(" in (tmp_path / "nbgrader_config.py").read_text()
+
+
+@pytest.mark.parametrize("before", [True, False], ids=["before-command", "after-command"])
+def test_course_dir_is_honoured_before_or_after_the_command(before, tmp_path):
+    """Does `--course-dir` pick the course folder wherever it stands on the command line?"""
+    course = tmp_path / "course"
+    env = {k: v for k, v in os.environ.items() if k != "DCV_COURSE_DIR"}
+    args = ["--course-dir", str(course), "status"] if before else ["status", "--course-dir", str(course)]
+    result = subprocess.run([sys.executable, "-m", "autograder", *args], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (course / "nbgrader_config.py").is_file()

@@ -11,6 +11,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -350,3 +351,53 @@ def test_rerun_never_loses_work_or_grades(autograded, submissions, course, tmp_p
     assert scores(course, EX02) == {"alice": TOTAL_POINTS, "bob": 0.0, "carol": AUTO_POINTS}
     old = list(course.glob(f"superseded/*/carol/{EX02}/{EX02}.ipynb"))
     assert len(old) == 1 and old[0].read_bytes() == (submissions / "carol" / f"{EX02}.ipynb").read_bytes()
+
+
+# ---------------------------------------------------------------------------------------------
+# every assignment, end to end: a correct and an untouched submission
+
+
+def auto_points(nb) -> float:
+    """Points that nbgrader grades automatically: graded code cells (tests and autograded answers)."""
+    return sum(nbgrader_meta(c).get("points", 0) for c in nb.cells
+               if c.cell_type == "code" and nbgrader_meta(c).get("grade"))
+
+
+def artefacts(name: str) -> dict[str, Path]:
+    """Files a correct submission hands in beside its notebook (e.g. a saved model), as the
+    solution's own run left them in its source folder; nbgrader's ignore list is respected."""
+    folder = SOLUTIONS / name
+    return {p.name: p for p in folder.iterdir() if p.is_file() and p.suffix != ".ipynb"
+            and p.name not in {"RUBRIC.md", ".gitignore"}}
+
+
+@pytest.fixture(scope="module")
+def everyone(released, course, tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
+    """Autograde, for every assignment, `right` (the solution's answers) and `blank` (untouched)."""
+    results = {}
+    for name in ASSIGNMENTS:
+        folder = tmp_path_factory.mktemp(f"all-{name}")
+        release_dir = course / "release" / name
+        right, blank = folder / "right" / name, folder / "blank" / name
+        shutil.copytree(release_dir, right)
+        shutil.copytree(release_dir, blank)
+        for nb_path in sorted(release_dir.glob("*.ipynb")):
+            release = nbformat.read(nb_path, as_version=4)
+            nbformat.write(solve(release, nbformat.read(SOLUTIONS / name / nb_path.name, as_version=4)),
+                           right / nb_path.name)
+        for file_name, path in artefacts(name).items():
+            shutil.copy2(path, right / file_name)
+        results[name] = cli("autograde", name, str(folder), course=course)
+    return results
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_every_assignment_scores_full_when_right_and_zero_when_untouched(everyone, course, name):
+    """Does each assignment give its solution every automatic point and an untouched notebook none?"""
+    result = everyone[name]
+    assert result.returncode == 0, result.stdout + result.stderr
+    expected = sum(auto_points(nbformat.read(p, as_version=4)) for p in (SOLUTIONS / name).glob("*.ipynb"))
+    assert expected > 0
+    got = {student: score for student, score in scores(course, name).items() if student in ("right", "blank")}
+    assert got == {"right": expected, "blank": 0.0}, result.stdout[-3000:]

@@ -99,3 +99,51 @@ def test_digits_scene_is_deterministic():
     b = synthetic.digits_scene(images, labels, 84, n=5, seed=2)
     assert (a[0] == b[0]).all()
     assert all((u == v).all() for u, v in zip(a[2], b[2]))
+
+
+def test_scene_windows_labels_and_boxes():
+    """Is each window a crop of a scene, labelled with a digit only near that digit's frame?"""
+    images, labels = fake_digits()
+    scenes = synthetic.digits_scene(images, labels, 84, n=20, n_digits=(1, 4), seed=0)
+    X, y, boxes = synthetic.scene_windows(*scenes, n=400, max_shift=2, seed=1)
+    assert X.shape == (400, 28, 28) and y.shape == (400,) and boxes.shape == (400, 4)
+    positive = y != 10
+    assert 0.4 < positive.mean() < 0.6
+    assert (boxes[~positive] == 0).all()
+    assert ((boxes[positive] >= 0) & (boxes[positive] <= 28)).all()
+    assert (boxes[positive, 2] > boxes[positive, 0]).all()
+    for window, label, box in zip(X[positive], y[positive], boxes[positive]):
+        x0, y0, x1, y1 = box.astype(int)
+        assert window[y0:y1, x0:x1].any() and label in labels
+
+
+def test_scene_windows_positions():
+    """Do positive windows lie within max_shift of a frame, and background ones farther from all?"""
+    images, labels = fake_digits()
+    scenes = synthetic.digits_scene(images, labels, 84, n=10, n_digits=(1, 3), seed=2)
+    X_scenes, _, _, origins = scenes
+    X, y, _ = synthetic.scene_windows(*scenes, n=200, max_shift=3, seed=3)
+    # every place each possible window content occurs, to find where a window was cut
+    spots: dict[bytes, list[tuple[int, int, int]]] = {}
+    views = np.lib.stride_tricks.sliding_window_view(X_scenes, (28, 28), axis=(1, 2))
+    for (i, r, c) in np.ndindex(views.shape[:3]):
+        spots.setdefault(views[i, r, c].tobytes(), []).append((i, r, c))
+    checked = 0
+    for window, label in zip(X, y):
+        places = spots[window.tobytes()]  # KeyError if the window is not a crop of a scene
+        if len(places) != 1:  # empty or ambiguous windows: their place is unknown
+            continue
+        i, r, c = places[0]
+        distance = min(max(abs(c - fx), abs(r - fy)) for fx, fy in origins[i])
+        assert (distance <= 3) == (label != 10)
+        checked += 1
+    assert checked > 50
+
+
+def test_scene_windows_is_deterministic():
+    """Does the same seed give the same windows?"""
+    images, labels = fake_digits()
+    scenes = synthetic.digits_scene(images, labels, 84, n=5, seed=2)
+    a = synthetic.scene_windows(*scenes, n=50, seed=4)
+    b = synthetic.scene_windows(*scenes, n=50, seed=4)
+    assert all((u == v).all() for u, v in zip(a, b))

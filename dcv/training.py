@@ -1,0 +1,373 @@
+"""Train a small CNN on MNIST fast on any device, and hand the trained model to the grader safely.
+
+Backend-neutral Keras 3 (TensorFlow, JAX or PyTorch backend): the device is found with the
+backend's own query, and the model, its data and its training use Keras alone. Pieces:
+
+- ``accelerator()``, ``device_count()``, ``training_config()``: the device Keras trains on, and the
+  batch size and dtype policy for it (float32 on a CPU; mixed precision and a larger batch on a
+  GPU or TPU);
+- ``mnist_arrays()``, ``ShiftedBatches``: MNIST scaled to [0, 1], and batches of randomly shifted
+  training images (augmentation in NumPy, so it costs the same on every backend);
+- ``distribution_scope()``, ``default_distribution()``: data parallelism over several devices, as a
+  Keras distribution (JAX) or a ``tf.distribute`` strategy (TensorFlow);
+- ``EpochLog``: per-epoch training time and accuracy, and the time to first reach a target;
+- ``save_model()``, ``load_saved_model()``, ``from_scratch_problems()``, ``accuracy()``: what the
+  grader of exercise 9 uses: a float32 ``.keras`` file, loaded with ``safe_mode`` (a ``Lambda`` layer
+  or an unknown class is refused, never run) and checked to be a CNN built from Keras layers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import time
+import warnings
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+__all__ = [
+    "accelerator", "device_count", "TrainingConfig", "training_config", "mnist_arrays",
+    "ShiftedBatches", "distribution_scope", "default_distribution", "EpochLog", "save_model",
+    "load_saved_model", "from_scratch_problems", "accuracy", "MAX_PARAMS", "APPLICATION_NAMES",
+    "REFUSED_LAYERS",
+]
+
+ACCELERATORS = ("gpu", "tpu")
+# A from-scratch MNIST CNN needs far fewer: the HOML baseline has 1.6 M parameters.
+MAX_PARAMS = 5_000_000
+# Names `keras.applications` gives its models (resnet50, mobilenetv2_1.00_224, efficientnetb0,
+# vgg16, inception_v3, ...): a nested model so named is a known architecture, not one's own CNN.
+APPLICATION_NAMES = re.compile(r"(convnext|densenet\d|efficientnet|inception|mobilenet|nasnet|"
+                               r"resnet\d|regnet|vgg\d|xception)", re.IGNORECASE)
+# Layers that run Python code stored in the file: refused before Keras deserializes anything.
+REFUSED_LAYERS = frozenset({"Lambda", "TFSMLayer"})
+
+
+# ---------------------------------------------------------------------------------------------
+# devices and configuration
+
+
+def _backend_devices() -> list[str]:
+    """The devices of the current Keras backend, as "kind:index" strings (accelerators first)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        names = [d.name for d in tf.config.list_logical_devices()]
+        return [f"{n.split(':')[-2].lower()}:{n.split(':')[-1]}" for n in names]
+    if backend == "jax":
+        import jax
+
+        devices = [f"{d.platform.lower()}:{d.id}" for d in jax.devices()]
+        return devices if any(d.startswith("cpu:") for d in devices) else [*devices, "cpu:0"]
+    if backend == "torch":
+        import torch
+
+        gpus = [f"gpu:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+        mps = getattr(torch.backends, "mps", None)
+        if not gpus and mps is not None and mps.is_available():
+            gpus = ["gpu:0"]  # Apple silicon
+        return gpus + ["cpu:0"]
+    return ["cpu:0"]  # numpy and other backends: CPU only
+
+
+def accelerator() -> str:
+    """The kind of device the current Keras backend trains on: "gpu", "tpu" or "cpu"."""
+    kinds = {d.split(":")[0] for d in _backend_devices()}
+    return next((k for k in ACCELERATORS if k in kinds), "cpu")
+
+
+def device_count(kind: str | None = None) -> int:
+    """How many devices of a kind (default: the one Keras trains on) the backend sees."""
+    kind = kind or accelerator()
+    return sum(d.split(":")[0] == kind for d in _backend_devices())
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How to train on a device: global batch size and Keras dtype policy."""
+
+    device: str
+    n_devices: int
+    batch_size: int
+    precision: str
+
+    def apply(self) -> None:
+        """Set Keras' global dtype policy to this configuration's precision."""
+        keras.config.set_dtype_policy(self.precision)
+
+
+def training_config(device: str | None = None, n_devices: int | None = None) -> TrainingConfig:
+    """Batch size and precision for a device: 128 in float32 on a CPU, 512 per device in mixed precision otherwise."""
+    device = device or accelerator()
+    if device not in ("cpu", *ACCELERATORS):
+        raise ValueError(f"unknown device {device!r}: expected 'cpu', 'gpu' or 'tpu'")
+    if device == "cpu":
+        return TrainingConfig("cpu", 1, 128, "float32")
+    n = n_devices or device_count(device)
+    precision = "mixed_bfloat16" if device == "tpu" else "mixed_float16"
+    return TrainingConfig(device, n, 512 * n, precision)
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+def mnist_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """MNIST as float32 images of shape (28, 28, 1) in [0, 1] and int labels: X_train, y_train, X_test, y_test."""
+    from dcv.data import load_mnist
+
+    (X_train, y_train), (X_test, y_test) = load_mnist()
+    scale = lambda X: (X[..., np.newaxis] / np.float32(255)).astype(np.float32)  # noqa: E731
+    return scale(X_train), y_train.astype(np.int64), scale(X_test), y_test.astype(np.int64)
+
+
+def shift_images(X: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
+    """Each image moved by a random whole number of pixels (at most max_shift) along each axis, zero-filled."""
+    if max_shift <= 0:
+        return X.copy()
+    s = max_shift
+    pad = [(0, 0), (s, s), (s, s)] + [(0, 0)] * (X.ndim - 3)
+    padded = np.pad(X, pad)
+    h, w = X.shape[1:3]
+    moves = rng.integers(-s, s + 1, size=(len(X), 2))
+    out = np.empty_like(X)
+    for dy in range(-s, s + 1):
+        for dx in range(-s, s + 1):
+            rows = (moves[:, 0] == dy) & (moves[:, 1] == dx)
+            out[rows] = padded[rows, s - dy:s - dy + h, s - dx:s - dx + w]
+    return out
+
+
+class ShiftedBatches(keras.utils.PyDataset):
+    """Shuffled training batches whose images are shifted at random by up to max_shift pixels, anew each epoch."""
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, batch_size: int, max_shift: int = 2,
+                 seed: int = 42, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.X, self.y, self.batch_size, self.max_shift = X, y, batch_size, max_shift
+        self.rng = np.random.default_rng(seed)
+        self.on_epoch_end()
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.X) / self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        batch = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        return self.X_epoch[batch], self.y_epoch[batch]
+
+    def on_epoch_end(self) -> None:
+        """Shuffle and shift the training set for the next epoch."""
+        order = self.rng.permutation(len(self.X))
+        self.X_epoch = shift_images(self.X[order], self.max_shift, self.rng)
+        self.y_epoch = self.y[order]
+
+
+# ---------------------------------------------------------------------------------------------
+# several devices
+
+
+def default_distribution() -> Any:
+    """Data parallelism over all accelerators (or logical CPUs) when there are several, else None."""
+    kind = accelerator()
+    n = device_count(kind)
+    if n < 2:
+        return None
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return keras.distribution.DataParallel(devices=keras.distribution.list_devices(kind))
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.distribute.MirroredStrategy([f"/{kind}:{i}" for i in range(n)])
+    return None  # Keras' PyTorch backend has no multi-device fit: one device is used
+
+
+def distribution_scope(distribution: Any = None) -> contextlib.AbstractContextManager:
+    """The scope to build, compile and fit a model in: a Keras distribution's, a tf.distribute strategy's, or none."""
+    if distribution is None:
+        return contextlib.nullcontext()
+    keras_kind = hasattr(distribution, "device_mesh") and hasattr(distribution, "distribute_dataset")
+    strategy_kind = hasattr(distribution, "num_replicas_in_sync")  # a tf.distribute.Strategy
+    if (keras_kind or strategy_kind) and hasattr(distribution, "scope"):
+        return distribution.scope()
+    raise TypeError(f"not a Keras distribution or tf.distribute strategy: {type(distribution).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------
+# measuring
+
+
+def _sync(model: keras.Model) -> None:
+    """Wait for the device to finish the training steps queued so far (each backend its own way)."""
+    backend = keras.backend.backend()
+    try:
+        if backend == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+        elif backend == "jax":
+            import jax
+
+            jax.block_until_ready(model.optimizer.iterations.value)
+        elif backend == "tensorflow":
+            model.optimizer.iterations.value.numpy()  # reading the step counter back waits for it
+    except (AttributeError, TypeError, ValueError):  # no optimizer (not compiled): nothing to wait for
+        pass
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Per epoch: training wall time (validation excluded) and accuracy (``monitor``); time to reach a target."""
+
+    def __init__(self, monitor: str = "val_accuracy", verbose: bool = False) -> None:
+        super().__init__()
+        self.monitor, self.verbose = monitor, verbose
+        self.seconds: list[float] = []
+        self.accuracy: list[float] = []
+        self._start = self._stop = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start, self._stop = time.perf_counter(), 0.0
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        _sync(self.model)
+        self._stop = self._stop or time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        _sync(self.model)
+        self.seconds.append((self._stop or time.perf_counter()) - self._start)
+        self.accuracy.append(float((logs or {}).get(self.monitor, math.nan)))
+        if self.verbose:
+            print(f"epoch {epoch + 1:2d}: {self.seconds[-1]:6.1f} s (total {sum(self.seconds):6.1f} s), "
+                  f"{self.monitor} {self.accuracy[-1]:.4f}", flush=True)
+
+    def time_to(self, target: float) -> float | None:
+        """Training seconds until the end of the first epoch whose accuracy reached target (None if never)."""
+        for epoch, value in enumerate(self.accuracy):
+            if value >= target:
+                return sum(self.seconds[:epoch + 1])
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# saving, loading and checking the graded model
+
+
+def _float32_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """A fresh copy of a layer whose dtype policy is float32."""
+    config = layer.get_config()
+    config["dtype"] = "float32"
+    return layer.__class__.from_config(config)
+
+
+def save_model(model: keras.Model, path: str | os.PathLike) -> Path:
+    """Save a model as a .keras file in float32 (a mixed-precision model is copied to float32 first)."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"{path}: the file name must end in .keras")
+    mixed = any(layer.dtype_policy.compute_dtype != "float32" for layer in _all_layers(model))
+    if mixed:
+        copy = keras.models.clone_model(model, clone_function=_float32_layer, recursive=True)
+        copy.set_weights(model.get_weights())
+        model = copy
+    model.save(path)
+    return path
+
+
+def load_saved_model(path: str | os.PathLike) -> tuple[keras.Model | None, str]:
+    """Load a .keras model safely (no Lambda layers, no unknown classes, not compiled): (model or None, why)."""
+    path = Path(path)
+    if not path.is_file():
+        return None, f"no model file: {path.name} was not found next to the notebook"
+    if not zipfile.is_zipfile(path):
+        return None, f"{path.name} is not a Keras .keras file (not a zip archive)"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
+        return None, f"{path.name} has no readable model configuration ({type(exc).__name__})"
+    unsafe = _unsafe_names(config)
+    if refused := sorted(unsafe & REFUSED_LAYERS) or sorted(unsafe):
+        what = "custom object" if unsafe.isdisjoint(REFUSED_LAYERS) else "layer that runs stored Python code"
+        return None, (f"{path.name} holds {', '.join(refused)} ({what}): refused without loading it; "
+                      "use built-in Keras layers only")
+    try:
+        with warnings.catch_warnings():  # a graded cell must write nothing to stderr
+            warnings.simplefilter("ignore")
+            model = keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - any failure means the file cannot be graded
+        reason = " ".join(str(exc).split())[:300]
+        return None, f"{path.name} could not be loaded safely ({type(exc).__name__}: {reason})"
+    if not isinstance(model, keras.Model):
+        return None, f"{path.name} does not hold a Keras model"
+    return model, f"loaded {path.name}: {model.count_params():,} parameters"
+
+
+def _unsafe_names(config: Any) -> set[str]:
+    """Classes and functions of a serialized Keras configuration that are not Keras' own, or refused."""
+    found: set[str] = set()
+    if isinstance(config, list):
+        return found.union(*(_unsafe_names(v) for v in config))
+    if not isinstance(config, dict):
+        return found
+    name, module = config.get("class_name"), config.get("module")
+    if isinstance(name, str):
+        keras_module = isinstance(module, str) and (module == "keras" or module.startswith("keras."))
+        if module == "builtins" and name == "function":  # a function: Keras' own have no package
+            if ">" in str(config.get("config")):
+                found.add(str(config.get("config")))
+        elif not keras_module or name in REFUSED_LAYERS:
+            found.add(str(config.get("registered_name") or name))
+    return found.union(*(_unsafe_names(v) for v in config.values()))
+
+
+def _all_layers(model: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
+    """Every layer of a model, nested models included (and the nested models themselves)."""
+    for layer in getattr(model, "layers", []):
+        yield layer
+        yield from _all_layers(layer)
+
+
+def from_scratch_problems(model: keras.Model, max_params: int = MAX_PARAMS) -> list[str]:
+    """Why a model is not a from-scratch MNIST CNN made of Keras layers (an empty list if it is)."""
+    problems = []
+    layers = list(_all_layers(model))
+    shape = tuple(model.input_shape) if not isinstance(model.input_shape, list) else None
+    if shape is None or shape[1:] != (28, 28, 1):
+        problems.append(f"input shape {model.input_shape}: expected (None, 28, 28, 1)")
+    if tuple(model.output_shape)[1:] != (10,):
+        problems.append(f"output shape {model.output_shape}: expected (None, 10)")
+    if not any(isinstance(layer, keras.layers.Conv2D) for layer in layers):
+        problems.append("no Conv2D layer: this is not a convolutional network")
+    foreign = sorted({type(layer).__name__ for layer in layers
+                      if not type(layer).__module__.startswith("keras.")})
+    if foreign:
+        problems.append(f"layers that are not Keras layers: {', '.join(foreign)}")
+    if code := sorted({type(layer).__name__ for layer in layers} & REFUSED_LAYERS):
+        problems.append(f"{', '.join(code)} layers run arbitrary Python code: the grader refuses them")
+    pretrained = sorted({layer.name for layer in layers
+                         if isinstance(layer, keras.Model) and APPLICATION_NAMES.match(layer.name)})
+    if pretrained:
+        problems.append(f"parts named like keras.applications models: {', '.join(pretrained)}")
+    if model.count_params() > max_params:
+        problems.append(f"{model.count_params():,} parameters: more than {max_params:,}")
+    return problems
+
+
+def accuracy(model: keras.Model, X: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> float:
+    """Fraction of the images whose highest-scoring class is the label."""
+    with warnings.catch_warnings():  # a graded cell must write nothing to stderr
+        warnings.simplefilter("ignore")
+        scores = np.concatenate([keras.ops.convert_to_numpy(model(X[i:i + batch_size], training=False))
+                                 for i in range(0, len(X), batch_size)])
+    return float(np.mean(scores.argmax(axis=1) == np.asarray(y)))
