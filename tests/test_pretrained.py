@@ -1,4 +1,4 @@
-"""Tests of dcv.pretrained: the safe checkpoint reader, the Keras port, its accuracy, cache and class names."""
+"""Tests of dcv.pretrained: safe checkpoint reader, Keras port, accuracy, cache, class names."""
 
 from __future__ import annotations
 
@@ -150,7 +150,7 @@ def test_skimage_photos(model, photo, label):
 # ---------------------------------------------------------------- model variants and arguments
 @pytest.mark.parametrize("size", [32, 64, 224, 260])
 def test_input_sizes(model, size):
-    """Does a fixed size from 32 px up give the 1280-channel feature map, size/32 per side, as the any-size model?"""
+    """Does a size from 32 px up give the any-size model's 1280-channel map, side/32 per side?"""
     import keras
 
     side = -(-size // 32)
@@ -187,7 +187,25 @@ def test_parameter_count(model):
     """Does the Keras model hold exactly the checkpoint's 4,694,024 numbers, in 144 layers?"""
     assert model.count_params() == pretrained.N_PARAMS
     assert len(model.layers) == 144
-    assert pretrained.efficientnet_lite0(include_top=False).count_params() == pretrained.N_PARAMS - 1281 * 1000
+    features = pretrained.efficientnet_lite0(include_top=False)
+    assert features.count_params() == pretrained.N_PARAMS - 1281 * 1000
+
+
+def test_loaded_layers_as_built(model):
+    """Does each loaded layer have the config of a freshly built one (initializers included)?"""
+    fresh = pretrained._build_model()
+    for layer in model.layers:
+        assert layer.get_config() == fresh.get_layer(layer.name).get_config(), layer.name
+
+
+def test_layer_outputs_usable():
+    """Can a sized model's inner layer outputs be turned into a feature extractor (one graph)?"""
+    import keras
+
+    m = pretrained.efficientnet_lite0(input_shape=(96, 96, 3))
+    extractor = keras.Model(m.input, [m.get_layer("block3a_expand_activation").output,
+                                      m.get_layer("top_activation").output])
+    assert [tuple(o.shape) for o in extractor.outputs] == [(None, 24, 24, 144), (None, 3, 3, 1280)]
 
 
 @pytest.mark.parametrize("kwargs", [dict(input_shape=(31, 224, 3)), dict(input_shape=(224, 224, 1)),
@@ -319,11 +337,15 @@ def test_trailing_bytes_refused(pth_bytes):
 
 # ---------------------------------------------------------------- the .keras cache
 def test_cached_call_is_fast(model):
-    """Does a call with a valid cache return in under 2 s (CPU time; wall time too on an idle machine)?"""
+    """Does a call with a valid cache take under 2 s (CPU time; wall time too when not contended)?"""
     pretrained.efficientnet_lite0()  # warm the code paths once
-    wall, cpu = time.perf_counter(), time.process_time()
-    m = pretrained.efficientnet_lite0()
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    walls, cpus = [], []
+    for _ in range(2):  # the best of two, as other processes may share the CPUs
+        wall, cpu = time.perf_counter(), time.process_time()
+        m = pretrained.efficientnet_lite0()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    wall, cpu = min(walls), min(cpus)
     print(f"cached call: {wall:.2f} s wall, {cpu:.2f} s CPU")
     assert m.output_shape == (None, 1000)
     assert cpu < 2.0, cpu
@@ -358,7 +380,6 @@ def _make_stale(path: Path, meta: Path) -> None:
     meta.write_text(json.dumps(record))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("damage", [_damage_bytes, _damage_zip, _make_stale])
 def test_bad_cache_rebuilt(model, tmp_path, damage):
     """Is a corrupted, unloadable or stale cached model rebuilt, giving the same predictions?"""

@@ -204,9 +204,20 @@ def test_epoch_log_records_each_epoch_of_a_fit(capsys):
 # saving, loading, checking
 
 
-def test_saved_model_loads_back_with_the_same_predictions(tmp_path):
-    """Does a saved model load back (safely) and predict exactly as before?"""
-    model = small_cnn()
+def functional_cnn() -> keras.Model:
+    """The tiny CNN as a functional model (its configuration holds tensors between layers)."""
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Add()([x, x])
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+
+
+@pytest.mark.parametrize("build", [small_cnn, functional_cnn])
+def test_saved_model_loads_back_with_the_same_predictions(tmp_path, build):
+    """Does a saved model (Sequential or functional) load back safely and predict exactly as before?"""
+    model = build()
     X = np.random.default_rng(0).random((20, 28, 28, 1), dtype=np.float32)
     path = save_model(model, tmp_path / "model.keras")
     loaded, message = load_saved_model(path)
@@ -365,3 +376,16 @@ def test_accuracy_is_the_share_of_correct_argmax():
     y = predicted.copy()
     y[:10] = (y[:10] + 1) % 10
     assert accuracy(model, X, y, batch_size=16) == pytest.approx(0.8)
+
+
+def test_benchmark_trains_the_solution_notebooks_reference():
+    """Does the benchmark script find exercise 9's build_model and train in the solution notebook?"""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mnist_benchmark", REPO / "benchmarks" / "mnist_benchmark.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    build_model, train = benchmark.reference_solution()
+    assert from_scratch_problems(build_model()) == []
+    assert callable(train)
+    assert benchmark.textbook_model().count_params() == 1_625_866

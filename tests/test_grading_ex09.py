@@ -1,0 +1,217 @@
+"""Exercise 9 (MNIST) graded end to end: a saved model is graded, never retrained, and loaded safely.
+
+Real nbgrader commands through `python -m autograder`, in a temporary course folder: release the
+assignment, then autograde five submissions (each a notebook plus `mnist_model.keras`):
+
+| student | notebook | model file | expected |
+|---|---|---|---|
+| alice | solved | the reference model | 10 / 10 |
+| bob | untouched release | none | 0 |
+| carol | solved | a model with a `Lambda` layer that would leave a mark if it ran | 1 (build test) |
+| dave | solved | not a model (text) | 1 |
+| erin | solved | the reference model, its last bias nudged to 99.0–99.4% | 7 (not the 99.4% tier) |
+
+The reference model is the one the solution notebook saved when the test suite ran it with nbval
+(notebooks run before grading tests); without it these tests are skipped, since the source notebook
+only validates (and releases) with its trained model next to it.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from test_grading import cli, leaks, scores, solve, source_nb  # shared helpers of the grading tests
+
+REPO = Path(__file__).resolve().parents[1]
+EX09 = "ex09_mnist"
+SOURCE = REPO / "solutions" / EX09
+REFERENCE_MODEL = SOURCE / "mnist_model.keras"
+TOTAL_POINTS = 10.0
+TIER_POINTS = {0.985: 2.0, 0.990: 2.0, 0.994: 3.0}  # accuracy tiers; 3 more points need no tier
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def reference_model() -> Path:
+    """The reference model trained by the solution notebook (skip when it was not run)."""
+    if not REFERENCE_MODEL.is_file():
+        pytest.skip(f"{REFERENCE_MODEL.relative_to(REPO)} is missing: run the solution notebook first "
+                    f"(`pytest --nbval-lax solutions/{EX09}/{EX09}.ipynb`, as the full test suite does "
+                    "before the grading tests); releasing exercise 9 validates the source with it")
+    return REFERENCE_MODEL
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("course_ex09")
+
+
+@pytest.fixture(scope="module")
+def released(reference_model, course) -> Path:
+    result = cli("release", EX09, course=course)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"ok: source {EX09}.ipynb passes every test" in result.stdout
+    return course / "release" / EX09
+
+
+def test_reference_model_reaches_99_5_percent(reference_model):
+    """Does the reference solution, as trained in CI on the CPU, classify >= 99.5% of the test set correctly?"""
+    from dcv import training
+
+    model, message = training.load_saved_model(reference_model)
+    assert model is not None, message
+    assert training.from_scratch_problems(model) == []
+    _, _, X_test, y_test = training.mnist_arrays()
+    assert training.accuracy(model, X_test, y_test) >= 0.995
+
+
+def test_points_are_stated_and_add_up():
+    """Do the test cells' points add up to the total the introduction states?"""
+    nb = source_nb(EX09)
+    points = {c.metadata.nbgrader["grade_id"]: c.metadata.nbgrader["points"]
+              for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")}
+    assert sum(points.values()) == TOTAL_POINTS
+    intro = nb.cells[0].source
+    assert f"| **Total** | | **{TOTAL_POINTS:.0f}** |" in intro
+    for grade_id, value in points.items():
+        assert f"| `{grade_id}` |" in intro and intro.split(f"| `{grade_id}` |")[1].split("\n")[0].rstrip(
+            ).endswith(f"| {value} |"), f"{grade_id}: {value} points not stated in the introduction"
+
+
+def test_release_holds_no_solution_hidden_test_or_model(released):
+    """Is the release free of solutions, hidden tests and outputs, and of the instructor's trained model?"""
+    assert leaks(source_nb(EX09), released / f"{EX09}.ipynb") == []
+    assert sorted(p.name for p in released.iterdir()) == [f"{EX09}.ipynb"], (
+        "only the notebook may be released: the reference model in solutions/ must stay there "
+        "(autograder/nbgrader_config.py must keep mnist_model.keras out of release/)")
+    assert "def build_model" in (released / f"{EX09}.ipynb").read_text()
+
+
+def test_untouched_release_passes_no_test(released, course):
+    """Does the untouched release (no model file) pass none of its tests?"""
+    result = cli("validate", EX09, "--released", course=course)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"ok: released {EX09}.ipynb passes no test untouched" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# autograde
+
+
+def lambda_model(path: Path, marker: Path) -> None:
+    """Save a small CNN with a Lambda layer whose code creates `marker` whenever it runs."""
+    import keras
+
+    touch = f"lambda x: (__import__('pathlib').Path({str(marker)!r}).touch(), x)[1]"
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Lambda(eval(touch)),
+                              keras.layers.Conv2D(4, 3), keras.layers.Flatten(), keras.layers.Dense(10)])
+    model.save(path)
+    marker.unlink()  # building the model ran it once, here
+
+
+def nudged_model(reference: Path, path: Path, low: float = 0.990, high: float = 0.994) -> float:
+    """Save the reference model with its last bias raised for one class until accuracy falls in [low, high)."""
+    import numpy as np
+
+    from dcv import training
+
+    model, message = training.load_saved_model(reference)
+    assert model is not None, message
+    _, _, X_test, y_test = training.mnist_arrays()
+    dense = [layer for layer in model.layers if layer.weights][-1]
+    kernel, bias = dense.get_weights()
+    lo, hi = 0.0, 50.0  # bias added to class 8's score: accuracy falls as it grows
+    for _ in range(30):
+        nudge = (lo + hi) / 2
+        dense.set_weights([kernel, bias + np.eye(len(bias))[8] * nudge])
+        acc = training.accuracy(model, X_test, y_test)
+        if low <= acc < high:
+            training.save_model(model, path)
+            return acc
+        lo, hi = (nudge, hi) if acc >= high else (lo, nudge)
+    raise AssertionError(f"no bias puts the accuracy in [{low}, {high})")
+
+
+@pytest.fixture(scope="module")
+def submissions(released, reference_model, tmp_path_factory) -> dict:
+    """The five submissions of the module docstring, in `<student>/<assignment>/` folders."""
+    folder = tmp_path_factory.mktemp("collected_ex09")
+    release = nbformat.read(released / f"{EX09}.ipynb", as_version=4)
+    correct = solve(release, source_nb(EX09))
+    marker = tmp_path_factory.mktemp("marker") / "lambda_ran"
+    for student in ("alice", "bob", "carol", "dave", "erin"):
+        (folder / student / EX09).mkdir(parents=True)
+        nbformat.write(release if student == "bob" else correct, folder / student / EX09 / f"{EX09}.ipynb")
+    model = lambda s: folder / s / EX09 / "mnist_model.keras"  # noqa: E731
+    shutil.copy(reference_model, model("alice"))
+    lambda_model(model("carol"), marker)
+    model("dave").write_text("this is not a Keras model\n")
+    erin_accuracy = nudged_model(reference_model, model("erin"))
+    return {"folder": folder, "marker": marker, "erin_accuracy": erin_accuracy}
+
+
+@pytest.fixture(scope="module")
+def autograded(submissions, course):
+    return cli("autograde", EX09, str(submissions["folder"]), course=course)
+
+
+def cell_outputs(course: Path, student: str) -> dict[str, str]:
+    """The text output (streams and errors) of each nbgrader cell of a student's autograded notebook."""
+    nb = nbformat.read(course / "autograded" / student / EX09 / f"{EX09}.ipynb", as_version=4)
+    return {cell.metadata.nbgrader["grade_id"]: "\n".join(
+                o.get("text", "") + " ".join(o.get("traceback", [])) for o in cell.outputs)
+            for cell in nb.cells if cell.cell_type == "code" and "nbgrader" in cell.metadata}
+
+
+def test_autograde_gives_the_expected_scores(autograded, course, submissions):
+    """Do the five submissions score 10, 0, 1, 1 and 7 out of 10, with training skipped?"""
+    assert autograded.returncode == 0, autograded.stdout[-3000:] + autograded.stderr[-3000:]
+    assert 0.990 <= submissions["erin_accuracy"] < 0.994
+    assert scores(course, EX09) == {"alice": 10.0, "bob": 0.0, "carol": 1.0, "dave": 1.0, "erin": 7.0}
+    for student in ("alice", "bob", "carol", "dave", "erin"):
+        assert "Grading: training skipped" in cell_outputs(course, student)["train_and_save"], student
+
+
+def test_full_marks_write_nothing_to_stderr(autograded, course):
+    """Does no graded cell of the correct submission write to stderr (nbgrader would score it 0)?"""
+    nb = nbformat.read(course / "autograded" / "alice" / EX09 / f"{EX09}.ipynb", as_version=4)
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade"):
+            assert not [o for o in cell.outputs if o.get("name") == "stderr"], cell.metadata.nbgrader["grade_id"]
+    assert "test accuracy: 99." in cell_outputs(course, "alice")["test_accuracy_98_5_visible"]
+
+
+def test_bad_model_files_score_zero_with_a_clear_message(autograded, course):
+    """Are a missing file, a Lambda layer and a non-model file each scored 0 with a message saying why?"""
+    bob = cell_outputs(course, "bob")
+    assert "no model file: mnist_model.keras was not found next to the notebook" in bob["test_saved_model_visible"]
+    carol = cell_outputs(course, "carol")
+    assert "mnist_model.keras holds Lambda (layer that runs stored Python code): refused" in carol[
+        "test_saved_model_visible"]
+    dave = cell_outputs(course, "dave")
+    assert "mnist_model.keras is not a Keras .keras file" in dave["test_saved_model_visible"]
+
+
+def test_lambda_code_never_ran_while_grading(autograded, submissions):
+    """Was the Lambda layer's code in carol's file never executed by the grader?"""
+    assert not submissions["marker"].exists()
+
+
+def test_each_student_is_graded_on_their_own_file(autograded, course, submissions):
+    """Is each student's model file graded as handed in, never replaced by the instructor's copy?"""
+    for student in ("alice", "carol", "dave", "erin"):
+        handed_in = submissions["folder"] / student / EX09 / "mnist_model.keras"
+        graded = course / "autograded" / student / EX09 / "mnist_model.keras"
+        assert graded.read_bytes() == handed_in.read_bytes(), student
+    assert not (course / "autograded" / "bob" / EX09 / "mnist_model.keras").exists(), (
+        "bob handed in no model, yet one was graded: autograder/nbgrader_config.py must not let nbgrader "
+        "overwrite submissions with solutions/ex09_mnist/mnist_model.keras")
