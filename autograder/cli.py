@@ -21,6 +21,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 CONFIG = HERE / "nbgrader_config.py"
 SOURCE = REPO / "solutions"
+INSTRUCTOR_ONLY_SUFFIXES = (".keras", ".h5", ".weights.h5")
 COPY_IGNORE = (".ipynb_checkpoints", "__pycache__", "*.pyc", "feedback")
 STUB = '''\
 # Written by `python -m autograder`: nbgrader (and formgrader) started in this folder use the
@@ -203,6 +204,13 @@ def cmd_release(args: argparse.Namespace) -> None:
         status = nbgrader(course, "generate_assignment", name, *(["--force"] if args.force else []))
         if status or not (course / "release" / name).is_dir():
             raise Failure(f"nbgrader generate_assignment {name} failed (exit {status}): see its log above")
+        # Artefacts the solution's own run left next to the source (a trained reference model) are
+        # the instructor's: students must train their own. nbgrader's ignore list cannot drop them,
+        # since it also applies when submitted models are copied for autograding.
+        for artefact in (course / "release" / name).rglob("*"):
+            if artefact.is_file() and artefact.suffix in INSTRUCTOR_ONLY_SUFFIXES:
+                artefact.unlink()
+                print(f"kept out of the release: {artefact.name}")
         print(f"released: {course / 'release' / name}")
 
     each(args, release)

@@ -119,7 +119,8 @@ def run(name: str, build, train, data, config: training.TrainingConfig, distribu
     keras.utils.set_random_seed(seed)
     config.apply()
     log = training.EpochLog(monitor="val_accuracy")
-    start = time.perf_counter()
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    start, cpu_start = time.perf_counter(), time.process_time()
     with training.distribution_scope(distribution):
         model = build()
         fit = model.fit
@@ -134,13 +135,14 @@ def run(name: str, build, train, data, config: training.TrainingConfig, distribu
 
         model.fit = fit_and_test
         train(model, X_train, y_train, config)
-    total = time.perf_counter() - start
+    total, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     final = training.accuracy(model, X_test, y_test)
     keras.config.set_dtype_policy("float32")
     return {"model": name, "parameters": model.count_params(), "epoch_seconds": log.seconds,
             "test_accuracy": log.accuracy, "final_test_accuracy": final,
             "seconds_to_target": log.time_to(target), "training_seconds": sum(log.seconds),
-            "wall_seconds": total}
+            "wall_seconds": total, "process_cpu_seconds": cpu, "load_average": [load_before, load_after]}
 
 
 def report(result: dict, target: float) -> str:
@@ -152,11 +154,12 @@ def report(result: dict, target: float) -> str:
         total += seconds
         lines.append(f"| {epoch} | {seconds:.1f} | {total:.1f} | {acc:.2%} |")
     reached = result["seconds_to_target"]
-    lines += ["", f"final test accuracy {result['final_test_accuracy']:.2%}; "
-              f"{target:.1%} reached after {reached:.1f} s of training" if reached is not None else
-              f"final test accuracy {result['final_test_accuracy']:.2%}; {target:.1%} not reached",
-              f"(training {result['training_seconds']:.1f} s, wall time with tests and set-up "
-              f"{result['wall_seconds']:.1f} s)", ""]
+    when = f"reached after {reached:.1f} s of training" if reached is not None else "not reached"
+    loads = " -> ".join(f"{x:.1f}" for x in result["load_average"] if x is not None)
+    lines += ["", f"final test accuracy {result['final_test_accuracy']:.2%}; {target:.1%} {when}",
+              f"(training {result['training_seconds']:.1f} s; wall time with tests and set-up "
+              f"{result['wall_seconds']:.1f} s; process CPU time {result['process_cpu_seconds']:.0f} s; "
+              f"1-minute load average {loads or '?'})", ""]
     return "\n".join(lines)
 
 
