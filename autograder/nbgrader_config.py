@@ -20,7 +20,7 @@ c.CourseDirectory.root = str(Path(os.environ.get("DCV_COURSE_DIR") or REPO / "_c
 c.CourseDirectory.source_directory = str(REPO / "solutions")
 # Instructor-only files next to a source notebook are never copied to release/, autograded/ or
 # feedback/ (nbgrader copies every other file of the assignment's folder).
-c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "RUBRIC.md"]
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "RUBRIC.md", ".gitignore"]
 
 # nbgrader's default is 30 s per cell: too short for a cell that trains a model. A cell that runs
 # longer than this is interrupted and scores 0; long training is skipped when NBGRADER_EXECUTION
@@ -30,3 +30,10 @@ c.ExecutePreprocessor.timeout = 600
 # Keep TensorFlow's C++ log lines out of the graded cells' stderr (a cell writing to stderr
 # scores 0): the kernels inherit this environment from the nbgrader process.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# nbgrader autograde copies every file of the source folder over the student's files. The models that
+# the solutions' own runs save next to them must never replace the model a student hands in.
+c.Autograde.exclude_overwriting = {
+    "ex09_mnist": ["mnist_model.keras"],
+    "ex10_transfer_learning": ["transfer_model.keras"],
+}
