@@ -154,11 +154,22 @@ def validate(notebook: Path, released: bool) -> str | None:
     return None
 
 
+def missing_artefacts(name: str) -> list[str]:
+    """Files an assignment's students hand in (Autograde.exclude_overwriting) that its source folder lacks."""
+    handed_in = load_config().Autograde.get("exclude_overwriting", {}).get(name, [])
+    return [f for f in handed_in if not (SOURCE / name / f).is_file()]
+
+
 def check(course: Path, name: str, released: bool) -> None:
     """Validate an assignment's source (or released) notebooks; a Failure on any problem."""
     folder = course / "release" / name if released else SOURCE / name
     if released and not folder.is_dir():
         raise Failure(f"'{name}' is not released in {course}: run `python -m autograder release {name}`")
+    if not released and (missing := missing_artefacts(name)):
+        notebook = " ".join(str(nb.relative_to(REPO)) for nb in notebooks(folder))
+        raise Failure(f"source {name}: {', '.join(missing)} missing: its tests grade the file that the "
+                      f"solution saves when it runs; run it once (`jupyter execute {notebook}`, a few "
+                      "minutes), then run this command again")
     for notebook in notebooks(folder):
         where = f"{'released' if released else 'source'} {notebook.name}"
         problem = validate(notebook, released)

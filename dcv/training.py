@@ -307,7 +307,8 @@ def load_saved_model(path: str | os.PathLike) -> tuple[keras.Model | None, str]:
             config = json.loads(archive.read("config.json"))
     except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
         return None, f"{path.name} has no readable model configuration ({type(exc).__name__})"
-    unsafe = _unsafe_names(config)
+    # The compile configuration (loss, metrics, optimizer) is never deserialized (compile=False).
+    unsafe = _unsafe_names({k: v for k, v in config.items() if k != "compile_config"})
     if refused := sorted(unsafe & REFUSED_LAYERS) or sorted(unsafe):
         what = "custom object" if unsafe.isdisjoint(REFUSED_LAYERS) else "layer that runs stored Python code"
         return None, (f"{path.name} holds {', '.join(refused)} ({what}): refused without loading it; "

@@ -124,3 +124,21 @@ def test_course_dir_is_honoured_before_or_after_the_command(before, tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert (course / "nbgrader_config.py").is_file()
+
+
+def test_release_of_a_source_whose_trained_model_is_missing(tmp_path, monkeypatch):
+    """Is a source without the model its run saves (fresh clone) refused with how to make it, before any kernel runs?"""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from autograder import cli as app
+
+    solutions = tmp_path / "solutions" / "ex09_mnist"
+    solutions.mkdir(parents=True)
+    (solutions / "ex09_mnist.ipynb").write_bytes((REPO / "solutions/ex09_mnist/ex09_mnist.ipynb").read_bytes())
+    monkeypatch.setattr(app, "SOURCE", tmp_path / "solutions")
+    monkeypatch.setattr(app, "REPO", tmp_path)
+    assert app.missing_artefacts("ex09_mnist") == ["mnist_model.keras"]
+    assert app.missing_artefacts("ex02_params_memory") == []
+    with pytest.raises(app.Failure, match=r"source ex09_mnist: mnist_model.keras missing: .*"
+                                          r"`jupyter execute solutions/ex09_mnist/ex09_mnist.ipynb`"):
+        app.check(tmp_path / "course", "ex09_mnist", released=False)

@@ -96,7 +96,7 @@ def test_release_holds_no_solution_hidden_test_or_model(released):
     assert leaks(source_nb(EX09), released / f"{EX09}.ipynb") == []
     assert sorted(p.name for p in released.iterdir()) == [f"{EX09}.ipynb"], (
         "only the notebook may be released: the reference model in solutions/ must stay there "
-        "(autograder/nbgrader_config.py must keep mnist_model.keras out of release/)")
+        "(`python -m autograder release` must keep mnist_model.keras out of release/)")
     assert "def build_model" in (released / f"{EX09}.ipynb").read_text()
 
 
@@ -217,5 +217,5 @@ def test_each_student_is_graded_on_their_own_file(autograded, course, submission
         graded = course / "autograded" / student / EX09 / "mnist_model.keras"
         assert graded.read_bytes() == handed_in.read_bytes(), student
     assert not (course / "autograded" / "bob" / EX09 / "mnist_model.keras").exists(), (
-        "bob handed in no model, yet one was graded: autograder/nbgrader_config.py must not let nbgrader "
-        "overwrite submissions with solutions/ex09_mnist/mnist_model.keras")
+        "bob handed in no model, yet one was graded: nbgrader must not overwrite submissions with "
+        "solutions/ex09_mnist/mnist_model.keras (Autograde.exclude_overwriting in autograder/nbgrader_config.py)")

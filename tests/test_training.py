@@ -335,6 +335,21 @@ def test_custom_activation_function_is_refused(tmp_path):
     assert loaded is None and "student>shifted_relu (custom object)" in message
 
 
+def test_custom_loss_in_the_compile_configuration_is_ignored(tmp_path):
+    """Does a model of Keras layers compiled with a custom loss load (the compile config is never read)?"""
+
+    @keras.saving.register_keras_serializable(package="student")
+    def smoothed_loss(y_true, y_pred):
+        return keras.losses.sparse_categorical_crossentropy(y_true, y_pred) + 0.0
+
+    model = small_cnn()
+    model.compile("adam", smoothed_loss)
+    model.save(tmp_path / "compiled.keras")
+    del keras.saving.get_custom_objects()["student>smoothed_loss"]
+    loaded, message = load_saved_model(tmp_path / "compiled.keras")
+    assert loaded is not None, message
+
+
 def test_a_small_cnn_is_from_scratch():
     """Does a CNN of Keras layers with MNIST's input and 10 outputs pass the from-scratch checks?"""
     assert from_scratch_problems(small_cnn()) == []
