@@ -153,13 +153,13 @@ def course(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("course")
 
 
-def make_missing_artefacts() -> None:
+def make_missing_artefacts(names: list[str] = ASSIGNMENTS) -> None:
     """Run each solution whose saved model is missing (a fresh clone where nbval has not run it yet)."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
     from autograder.cli import missing_artefacts
 
-    for name in ASSIGNMENTS:
+    for name in names:
         if missing_artefacts(name):
             for notebook in sorted((SOLUTIONS / name).glob("*.ipynb")):
                 run = subprocess.run([sys.executable, "-m", "jupyter", "execute", str(notebook)],
