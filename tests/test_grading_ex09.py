@@ -12,8 +12,7 @@ assignment, then autograde five submissions (each a notebook plus `mnist_model.k
 | erin | solved | the reference model, its last bias nudged to 99.0–99.4% | 7 (not the 99.4% tier) |
 
 The reference model is the one the solution notebook saved when the test suite ran it with nbval
-(notebooks run before grading tests); when these tests run alone without it, the solution notebook is
-run first, since the source only validates (and releases) with its trained model next to it.
+(notebooks run before grading tests); without it these tests fail at once, naming it: they never retrain.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from test_grading import cli, leaks, make_missing_artefacts, scores, solve, source_nb  # shared helpers
+from test_grading import cli, leaks, require_trained_artefacts, scores, solve, source_nb  # shared helpers
 
 REPO = Path(__file__).resolve().parents[1]
 EX09 = "ex09_mnist"
@@ -41,8 +40,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def reference_model() -> Path:
-    """The reference model saved by the solution notebook (run here first if nbval has not run it)."""
-    make_missing_artefacts([EX09])
+    """The reference model saved by the solution notebook when nbval ran it in this test run."""
+    require_trained_artefacts([EX09])
     return REFERENCE_MODEL
 
 
