@@ -1,9 +1,24 @@
 #!/usr/bin/env bash
 # Create (or refresh) the course's virtual environment in .venv: Python 3.11, requirements.txt,
-# and the helper package `dcv` in editable mode. Safe to run again: it reinstalls only when
-# requirements.txt or pyproject.toml changed.
+# and the helper package `dcv` in editable mode; install the Debian packages listed in
+# scripts/apt/*.txt where they are missing. Safe to run again: it reinstalls only when
+# requirements.txt or pyproject.toml changed, and installs only missing Debian packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Debian packages (one name per line in scripts/apt/*.txt, '#' starts a comment).
+want_apt=$(cat scripts/apt/*.txt 2>/dev/null | sed 's/#.*//' | tr -s ' \t' '\n' | sed '/^$/d' | sort -u)
+missing_apt=$(for p in $want_apt; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+if [ -n "$missing_apt" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian packages:" $missing_apt
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing_apt >/dev/null
+  else
+    echo "setup: these Debian packages are missing; install them (as root): apt-get install" $missing_apt >&2
+    exit 1
+  fi
+fi
 
 PY="${PYTHON:-}"
 if [ -z "$PY" ]; then
