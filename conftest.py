@@ -8,6 +8,7 @@ renders those outputs instead of executing the chapter a second time.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -19,6 +20,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent
 CHAPTERS = ROOT / "chapters"
 BOOK_CACHE = ROOT / "_build" / ".jupyter_cache"
+# One empty file per chapter the last chapters stage executed and cached (written by each xdist
+# worker for its own chapters), read by the book stage, another process.
+CHAPTERS_CACHED = ROOT / "_build" / ".chapters_cached"
 
 # Quiet TensorFlow in every kernel the tests start (kernels inherit this environment).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -59,6 +63,8 @@ if _nbval is not None:
             if len(self._passed) == self._n_code:
                 cache_executed_notebook(self.nb, self.path, time.monotonic() - self._started)
                 cached_chapters(self.config).add(self.path.name)
+                CHAPTERS_CACHED.mkdir(parents=True, exist_ok=True)
+                (CHAPTERS_CACHED / self.path.name).touch()
 
     def pytest_collect_file(file_path: Path, parent):
         """Collect `chapters/*.md` as notebooks when nbval is on."""
@@ -104,24 +110,51 @@ def cache_executed_notebook(nb, source: Path, seconds: float) -> None:
     )
 
 
-ORDER = ("unit", "notebook", "grading", "book")
+# The stages of a full test run, in order, and what each runs (globs relative to the repository;
+# "unit" is every test module no other stage names). `scripts/run_tests.py` runs them one by one and
+# times them; a single pytest run orders its tests the same way.
+STAGES: dict[str, tuple[str, ...]] = {
+    "unit": ("tests/test_*.py",),
+    "chapters": ("chapters/*.md",),
+    "solutions": ("solutions/*/*.ipynb",),
+    "grading": ("tests/test_grading*.py", "tests/test_sandbox*.py"),
+    "book": ("tests/test_book.py",),
+    "browser": ("tests/test_browser*.py",),
+}
+# Files that take longest, started first when a stage runs on several workers (pytest-xdist).
+SLOWEST_FIRST = ("solutions/ex09_mnist", "solutions/ex10_transfer_learning", "solutions/ex11_style_transfer",
+                 "chapters/05_pretrained.md", "chapters/04_architectures.md", "tests/test_grading.py")
+
+
+@functools.cache
+def stage_paths(stage: str) -> tuple[Path, ...]:
+    """The files a stage runs (a unit test module is one that no other stage claims)."""
+    claimed = {p for name, globs in STAGES.items() if name != "unit" for g in globs for p in ROOT.glob(g)}
+    paths = {p for g in STAGES[stage] for p in ROOT.glob(g)}
+    if stage == "unit":
+        paths -= claimed
+    rank = lambda p: next((i for i, s in enumerate(SLOWEST_FIRST) if str(p.relative_to(ROOT)).startswith(s)),
+                          len(SLOWEST_FIRST))
+    return tuple(sorted(paths, key=lambda p: (rank(p), p)))
 
 
 def _stage(item) -> int:
-    """Order tests: unit tests, then notebooks, then grading end to end, then the book build."""
-    if _nbval is not None and isinstance(item, _nbval.IPyNbCell):
-        return ORDER.index("notebook")
-    name = Path(str(item.fspath)).name
-    if name == "test_book.py":
-        return ORDER.index("book")
-    if name.startswith("test_grading"):
-        return ORDER.index("grading")
-    return ORDER.index("unit")
+    """The index of the stage an item belongs to (unit tests, chapters, solutions, grading, book, browser)."""
+    path = Path(str(item.fspath)).resolve()
+    for index, stage in enumerate(STAGES):
+        if path in stage_paths(stage):
+            return index
+    return 0
 
 
 def pytest_collection_modifyitems(config, items):
-    """Mark notebook cells slow and run the suite in a fixed order of stages."""
+    """Mark notebook cells slow and run the suite in the order of the stages."""
     for item in items:
         if _nbval is not None and isinstance(item, _nbval.IPyNbCell):
             item.add_marker(pytest.mark.slow)
     items.sort(key=_stage)  # stable: keeps the order within each stage
+
+
+def chapters_cached_by_tests() -> set[str]:
+    """Names of the chapters that the last chapters stage (or a test run) executed and cached."""
+    return {p.name for p in CHAPTERS_CACHED.glob("*.md")}

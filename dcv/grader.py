@@ -1,0 +1,169 @@
+"""The exercise-9 grader's checks: load a handed-in model safely, check it is the student's own CNN, score it.
+
+- ``load_saved_model()``: a ``.keras`` file loaded with ``safe_mode`` and ``compile=False``; a
+  ``Lambda`` layer or any class or function that is not Keras' own is refused before anything runs;
+- ``from_scratch_problems()``: why a model is not a from-scratch MNIST CNN made of Keras layers;
+- ``pretrained_uses()``: where code imports or calls a pretrained network (read with ``ast``, so
+  comments and strings never count);
+- ``accuracy()``: the share of images whose top-scoring class is the label.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import warnings
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from dcv.training import all_layers
+
+__all__ = ["load_saved_model", "from_scratch_problems", "pretrained_uses", "accuracy", "MAX_PARAMS",
+           "APPLICATION_NAMES", "REFUSED_LAYERS", "PRETRAINED_MODULES"]
+
+# A from-scratch MNIST CNN needs far fewer: the HOML baseline has 1.6 M parameters.
+MAX_PARAMS = 5_000_000
+# Names `keras.applications` gives its models (resnet50, mobilenetv2_1.00_224, efficientnetb0,
+# vgg16, inception_v3, ...): a nested model so named is a known architecture, not one's own CNN.
+APPLICATION_NAMES = re.compile(r"(convnext|densenet\d|efficientnet|inception|mobilenet|nasnet|"
+                               r"resnet\d|regnet|vgg\d|xception)", re.IGNORECASE)
+# Layers that run Python code stored in the file: refused before Keras deserializes anything.
+REFUSED_LAYERS = frozenset({"Lambda", "TFSMLayer"})
+# What Keras writes for plain data (tensors, arrays, bytes, slices) in a model's configuration.
+_DATA_MARKERS = frozenset({"__keras_tensor__", "__tensor__", "__numpy__", "__bytes__", "__slice__",
+                           "__ellipsis__", "__typespec__"})
+# Modules that hand out pretrained networks (an import of any of them, or of their submodules).
+PRETRAINED_MODULES = ("keras.applications", "tensorflow.keras.applications", "tf.keras.applications",
+                      "keras_hub", "keras_nlp", "keras_cv", "tensorflow_hub", "torch.hub",
+                      "torchvision.models", "timm", "transformers", "huggingface_hub", "dcv.pretrained")
+# Attribute names whose use means a pretrained model: `keras.applications.X`, `Model.from_preset(...)`.
+PRETRAINED_ATTRIBUTES = ("applications", "from_preset", "hub", "pretrained")
+
+
+def load_saved_model(path: str | os.PathLike) -> tuple[keras.Model | None, str]:
+    """Load a .keras model safely (no Lambda layers, no unknown classes, not compiled): (model or None, why)."""
+    path = Path(path)
+    if not path.is_file():
+        return None, f"no model file: {path.name} was not found next to the notebook"
+    if not zipfile.is_zipfile(path):
+        return None, f"{path.name} is not a Keras .keras file (not a zip archive)"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
+        return None, f"{path.name} has no readable model configuration ({type(exc).__name__})"
+    # The compile configuration (loss, metrics, optimizer) is never deserialized (compile=False).
+    unsafe = _unsafe_names({k: v for k, v in config.items() if k != "compile_config"})
+    if refused := sorted(unsafe & REFUSED_LAYERS) or sorted(unsafe):
+        what = "custom object" if unsafe.isdisjoint(REFUSED_LAYERS) else "layer that runs stored Python code"
+        return None, (f"{path.name} holds {', '.join(refused)} ({what}): refused without loading it; "
+                      "use built-in Keras layers only")
+    try:
+        with warnings.catch_warnings():  # a graded cell must write nothing to stderr
+            warnings.simplefilter("ignore")
+            model = keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - any failure means the file cannot be graded
+        reason = " ".join(str(exc).split())[:300]
+        return None, f"{path.name} could not be loaded safely ({type(exc).__name__}: {reason})"
+    if not isinstance(model, keras.Model):
+        return None, f"{path.name} does not hold a Keras model"
+    return model, f"loaded {path.name}: {model.count_params():,} parameters"
+
+
+def _unsafe_names(config: Any) -> set[str]:
+    """Classes and functions of a serialized Keras configuration that are not Keras' own, or refused."""
+    found: set[str] = set()
+    if isinstance(config, list):
+        return found.union(*(_unsafe_names(v) for v in config))
+    if not isinstance(config, dict):
+        return found
+    name, module = config.get("class_name"), config.get("module")
+    if isinstance(name, str):
+        keras_module = isinstance(module, str) and (module == "keras" or module.startswith("keras."))
+        if module == "builtins" and name == "function":  # a function: Keras' own have no package
+            if ">" in str(config.get("config")):
+                found.add(str(config.get("config")))
+        elif name not in _DATA_MARKERS and (not keras_module or name in REFUSED_LAYERS):
+            found.add(str(config.get("registered_name") or name))
+    return found.union(*(_unsafe_names(v) for v in config.values()))
+
+
+def from_scratch_problems(model: keras.Model, max_params: int = MAX_PARAMS) -> list[str]:
+    """Why a model is not a from-scratch MNIST CNN made of Keras layers (an empty list if it is)."""
+    problems = []
+    layers = list(all_layers(model))
+    shape = tuple(model.input_shape) if not isinstance(model.input_shape, list) else None
+    if shape is None or shape[1:] != (28, 28, 1):
+        problems.append(f"input shape {model.input_shape}: expected (None, 28, 28, 1)")
+    if tuple(model.output_shape)[1:] != (10,):
+        problems.append(f"output shape {model.output_shape}: expected (None, 10)")
+    if not any(isinstance(layer, keras.layers.Conv2D) for layer in layers):
+        problems.append("no Conv2D layer: this is not a convolutional network")
+    foreign = sorted({type(layer).__name__ for layer in layers
+                      if not type(layer).__module__.startswith("keras.")})
+    if foreign:
+        problems.append(f"layers that are not Keras layers: {', '.join(foreign)}")
+    if code := sorted({type(layer).__name__ for layer in layers} & REFUSED_LAYERS):
+        problems.append(f"{', '.join(code)} layers run arbitrary Python code: the grader refuses them")
+    pretrained = sorted({layer.name for layer in layers
+                         if isinstance(layer, keras.Model) and APPLICATION_NAMES.match(layer.name)})
+    if pretrained:
+        problems.append(f"parts named like keras.applications models: {', '.join(pretrained)}")
+    if model.count_params() > max_params:
+        problems.append(f"{model.count_params():,} parameters: more than {max_params:,}")
+    return problems
+
+
+def _dotted(node: ast.AST) -> str:
+    """The dotted name of an attribute chain (`keras.applications.ResNet50` -> that string), else ""."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return ".".join(reversed(parts))
+    return ""
+
+
+def _pretrained_module(name: str) -> bool:
+    return any(name == m or name.startswith(m + ".") for m in PRETRAINED_MODULES)
+
+
+def pretrained_uses(cells: Iterable[str]) -> list[str]:
+    """Where code cells import or use a pretrained network (module imports, `...applications...`, `from_preset`): one line each."""
+    found = []
+    for number, code in enumerate(cells, start=1):
+        try:
+            tree = ast.parse(code)
+        except SyntaxError:
+            continue  # a cell that does not parse never ran
+        for node in ast.walk(tree):
+            where = f"cell {number}, line {getattr(node, 'lineno', '?')}"
+            if isinstance(node, ast.Import):
+                found += [f"{where}: import {a.name}" for a in node.names if _pretrained_module(a.name)]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [f"{node.module}.{a.name}" for a in node.names]
+                if _pretrained_module(node.module) or any(_pretrained_module(n) for n in names):
+                    found.append(f"{where}: from {node.module} import {', '.join(a.name for a in node.names)}")
+            elif isinstance(node, ast.Attribute) and node.attr in PRETRAINED_ATTRIBUTES:
+                found.append(f"{where}: {_dotted(node) or '...' + '.' + node.attr}")
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "__import__":
+                found.append(f"{where}: __import__(...)")
+    return found
+
+
+def accuracy(model: keras.Model, X: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> float:
+    """Fraction of the images whose highest-scoring class is the label."""
+    with warnings.catch_warnings():  # a graded cell must write nothing to stderr
+        warnings.simplefilter("ignore")
+        scores = np.concatenate([keras.ops.convert_to_numpy(model(X[i:i + batch_size], training=False))
+                                 for i in range(0, len(X), batch_size)])
+    return float(np.mean(scores.argmax(axis=1) == np.asarray(y)))

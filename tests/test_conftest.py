@@ -1,0 +1,68 @@
+"""Tests of the course's pytest plugin (conftest.py): the stages, and the one nbval internal it relies on."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+import conftest  # noqa: E402
+
+
+def test_nbval_still_reads_notebooks_where_conftest_hands_it_a_chapter():
+    """Does nbval's IPyNbFile.collect still read its file with the module-level `nbformat.read`?
+
+    conftest.MystNotebook replaces `nbval.plugin.nbformat` while collecting a MyST chapter, so that
+    nbval receives jupytext's conversion. An nbval upgrade that reads notebooks another way must fail
+    here, loudly, rather than collect chapters wrongly.
+    """
+    import nbval.plugin
+
+    assert version("nbval") == "0.11.0", "nbval was upgraded: check conftest.MystNotebook.collect"
+    assert "nbformat.read(" in inspect.getsource(nbval.plugin.IPyNbFile.collect)
+    assert nbval.plugin.nbformat.__name__ == "nbformat"
+
+
+def test_every_test_file_belongs_to_exactly_one_stage():
+    """Is every test module, chapter and solution notebook run by exactly one stage?"""
+    files = {*REPO.glob("tests/test_*.py"), *REPO.glob("chapters/*.md"), *REPO.glob("solutions/*/*.ipynb")}
+    owners = {f: [s for s in conftest.STAGES if f in conftest.stage_paths(s)] for f in files}
+    assert {f.name: o for f, o in owners.items() if len(o) != 1} == {}
+    assert Path(__file__) in conftest.stage_paths("unit")
+    assert REPO / "tests" / "test_grading.py" in conftest.stage_paths("grading")
+
+
+def runner():
+    """scripts/run_tests.py as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_tests", REPO / "scripts" / "run_tests.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["-m", "not slow"], ["tests", "chapters", "solutions", "-m", "not slow"]),
+    (["tests/test_data.py", "-x"], ["tests/test_data.py", "-x"]),
+])
+def test_runner_passes_arguments_to_one_pytest(monkeypatch, args, expected):
+    """With arguments, does scripts/run_tests.py run one pytest with them (default paths only when none is given)?"""
+    module, calls = runner(), []
+    done = type("Done", (), {"returncode": 0})
+    monkeypatch.setattr(module.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or done)
+    assert module.main(args) == 0
+    assert calls == [[*module.PYTEST, *expected]]
+
+
+def test_stage_counts_come_from_the_junit_report(tmp_path):
+    """Are a stage's passed, failed (errors included) and skipped tests read from its JUnit report?"""
+    report = tmp_path / "stage.xml"
+    report.write_text('<testsuites><testsuite tests="7" failures="1" errors="1" skipped="2"/></testsuites>')
+    assert runner().counts(report) == {"passed": 3, "failed": 2, "skipped": 2}
+    assert runner().counts(tmp_path / "missing.xml") == {"passed": 0, "failed": 0, "skipped": 0}

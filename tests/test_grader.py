@@ -1,0 +1,259 @@
+"""Tests of dcv.grader: saving and loading a handed-in model safely, the from-scratch checks, accuracy."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from dcv.grader import accuracy, from_scratch_problems, load_saved_model, pretrained_uses
+from dcv.training import save_model
+
+
+def small_cnn(name: str = "small_cnn") -> keras.Model:
+    """A tiny MNIST-shaped CNN built from Keras layers."""
+    return keras.Sequential([
+        keras.Input((28, 28, 1)),
+        keras.layers.Conv2D(4, 3, activation="relu"),
+        keras.layers.MaxPooling2D(4),
+        keras.layers.Flatten(),
+        keras.layers.Dense(10, activation="softmax"),
+    ], name=name)
+
+
+@pytest.fixture
+def float32_policy():
+    """Restore Keras' float32 dtype policy after a test that changes it."""
+    yield
+    keras.config.set_dtype_policy("float32")
+
+
+# ---------------------------------------------------------------------------------------------
+# saving, loading, checking the handed-in model
+
+
+def functional_cnn() -> keras.Model:
+    """The tiny CNN as a functional model (its configuration holds tensors between layers)."""
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Add()([x, x])
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+
+
+@pytest.mark.parametrize("build", [small_cnn, functional_cnn])
+def test_saved_model_loads_back_with_the_same_predictions(tmp_path, build):
+    """Does a saved model (Sequential or functional) load back safely and predict exactly as before?"""
+    model = build()
+    X = np.random.default_rng(0).random((20, 28, 28, 1), dtype=np.float32)
+    path = save_model(model, tmp_path / "model.keras")
+    loaded, message = load_saved_model(path)
+    assert loaded is not None, message
+    assert message == f"loaded model.keras: {model.count_params():,} parameters"
+    np.testing.assert_allclose(loaded.predict(X, verbose=0), model.predict(X, verbose=0), rtol=1e-6)
+    with pytest.raises(ValueError, match=".keras"):
+        save_model(model, tmp_path / "model.h5")
+
+
+def test_mixed_precision_model_is_saved_in_float32(tmp_path, float32_policy):
+    """Is a model trained in mixed precision saved as a float32 model with the same weights?"""
+    keras.config.set_dtype_policy("mixed_float16")
+    model = small_cnn()
+    keras.config.set_dtype_policy("float32")
+    assert model.layers[0].compute_dtype == "float16"
+    loaded, message = load_saved_model(save_model(model, tmp_path / "mixed.keras"))
+    assert loaded is not None, message
+    assert {layer.compute_dtype for layer in loaded.layers} == {"float32"}
+    for a, b in zip(loaded.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_missing_or_broken_files_are_explained_not_raised(tmp_path):
+    """Are a missing file, a non-zip file and a zip without a model each refused with a reason?"""
+    assert load_saved_model(tmp_path / "none.keras") == (
+        None, "no model file: none.keras was not found next to the notebook")
+    (tmp_path / "text.keras").write_text("not a model")
+    assert "not a zip archive" in load_saved_model(tmp_path / "text.keras")[1]
+    with zipfile.ZipFile(tmp_path / "empty.keras", "w") as archive:
+        archive.writestr("hello.txt", "hi")
+    assert "no readable model configuration" in load_saved_model(tmp_path / "empty.keras")[1]
+    good = save_model(small_cnn(), tmp_path / "good.keras")
+    truncated = tmp_path / "truncated.keras"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    model, message = load_saved_model(truncated)
+    assert model is None and "truncated.keras" in message
+
+
+def test_weights_that_do_not_fit_the_architecture_are_refused(tmp_path):
+    """Is a file whose weights do not match its configuration refused with a reason?"""
+    path = save_model(small_cnn(), tmp_path / "model.keras")
+    other = save_model(keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(8, 3),
+                                         keras.layers.Flatten(), keras.layers.Dense(10)]),
+                       tmp_path / "other.keras")
+    mixed = tmp_path / "mixed.keras"
+    with zipfile.ZipFile(path) as a, zipfile.ZipFile(other) as b, zipfile.ZipFile(mixed, "w") as out:
+        for name in a.namelist():
+            out.writestr(name, (b if name.endswith(".h5") else a).read(name))
+    model, message = load_saved_model(mixed)
+    assert model is None and "could not be loaded safely" in message
+
+
+def lambda_model(marker: Path) -> keras.Model:
+    """A model with a Lambda layer whose function creates `marker` when it runs."""
+    def touch_and_pass(x):
+        marker.touch()
+        return x
+
+    return keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Lambda(lambda x: touch_and_pass(x)),
+                             keras.layers.Conv2D(2, 3), keras.layers.Flatten(), keras.layers.Dense(10)])
+
+
+def test_lambda_layer_is_refused_and_never_run(tmp_path):
+    """Is a saved model with a Lambda layer refused by the grading loader, without running its code?"""
+    marker = tmp_path / "ran"
+    model = lambda_model(marker)
+    model.save(tmp_path / "lambda.keras")
+    marker.unlink()  # building the model ran the function once; loading must not
+    loaded, message = load_saved_model(tmp_path / "lambda.keras")
+    assert loaded is None
+    assert message == ("lambda.keras holds Lambda (layer that runs stored Python code): refused without "
+                       "loading it; use built-in Keras layers only")
+    assert not marker.exists()
+
+
+def test_keras_safe_mode_also_refuses_the_lambda(tmp_path):
+    """Behind the loader's own check, does Keras' safe_mode refuse a Lambda's Python code too?"""
+    marker = tmp_path / "ran"
+    lambda_model(marker).save(tmp_path / "lambda.keras")
+    marker.unlink()
+    with pytest.raises(ValueError, match="safe_mode"):
+        keras.models.load_model(tmp_path / "lambda.keras", safe_mode=True, compile=False)
+    assert not marker.exists()
+
+
+def test_unknown_custom_layer_is_refused(tmp_path):
+    """Is a model with a custom layer class that the grader does not know refused with a reason?"""
+
+    @keras.saving.register_keras_serializable(package="student")
+    class Doubling(keras.layers.Layer):
+        def call(self, x):
+            return 2 * x
+
+    model = keras.Sequential([keras.Input((28, 28, 1)), Doubling(), keras.layers.Conv2D(2, 3),
+                              keras.layers.Flatten(), keras.layers.Dense(10)])
+    model.save(tmp_path / "custom.keras")
+    del keras.saving.get_custom_objects()["student>Doubling"]
+    loaded, message = load_saved_model(tmp_path / "custom.keras")
+    assert loaded is None
+    assert message.startswith("custom.keras holds student>Doubling (custom object): refused")
+
+
+def test_custom_activation_function_is_refused(tmp_path):
+    """Is a model whose activation is a registered custom function refused, while built-in ones load?"""
+
+    @keras.saving.register_keras_serializable(package="student")
+    def shifted_relu(x):
+        return keras.ops.relu(x - 0.1)
+
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(2, 3, activation=shifted_relu),
+                              keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+    model.save(tmp_path / "act.keras")
+    loaded, message = load_saved_model(tmp_path / "act.keras")
+    assert loaded is None and "student>shifted_relu (custom object)" in message
+
+
+def test_custom_loss_in_the_compile_configuration_is_ignored(tmp_path):
+    """Does a model of Keras layers compiled with a custom loss load (the compile config is never read)?"""
+
+    @keras.saving.register_keras_serializable(package="student")
+    def smoothed_loss(y_true, y_pred):
+        return keras.losses.sparse_categorical_crossentropy(y_true, y_pred) + 0.0
+
+    model = small_cnn()
+    model.compile("adam", smoothed_loss)
+    model.save(tmp_path / "compiled.keras")
+    del keras.saving.get_custom_objects()["student>smoothed_loss"]
+    loaded, message = load_saved_model(tmp_path / "compiled.keras")
+    assert loaded is not None, message
+
+
+def test_a_small_cnn_is_from_scratch():
+    """Does a CNN of Keras layers with MNIST's input and 10 outputs pass the from-scratch checks?"""
+    assert from_scratch_problems(small_cnn()) == []
+
+
+def test_models_that_are_not_from_scratch_cnns_are_named():
+    """Are a dense-only model, a wrong input shape, a keras.applications sub-model and a huge model flagged?"""
+    dense = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    assert from_scratch_problems(dense) == ["no Conv2D layer: this is not a convolutional network"]
+
+    flat = keras.Sequential([keras.Input((784,)), keras.layers.Reshape((28, 28, 1)),
+                             keras.layers.Conv2D(2, 3), keras.layers.Flatten(), keras.layers.Dense(10)])
+    assert from_scratch_problems(flat) == ["input shape (None, 784): expected (None, 28, 28, 1)"]
+
+    base = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(8, 3),
+                             keras.layers.GlobalAveragePooling2D()], name="mobilenetv2_1.00_224")
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Resizing(32, 32)(inputs)
+    x = keras.layers.Concatenate()([x, x, x])
+    outputs = keras.layers.Dense(10)(base(x))
+    wrapped = keras.Model(inputs, outputs)
+    assert from_scratch_problems(wrapped) == [
+        "parts named like keras.applications models: mobilenetv2_1.00_224"]
+    assert from_scratch_problems(small_cnn("resnet_style_mnist")) == []  # own names are fine
+
+    with_lambda = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Lambda(lambda x: x + 1),
+                                    keras.layers.Conv2D(2, 3), keras.layers.Flatten(), keras.layers.Dense(10)])
+    assert from_scratch_problems(with_lambda) == [
+        "Lambda layers run arbitrary Python code: the grader refuses them"]
+
+    assert from_scratch_problems(small_cnn(), max_params=100) == ["1,490 parameters: more than 100"]
+
+
+def test_accuracy_is_the_share_of_correct_argmax():
+    """Is accuracy the fraction of images whose top-scoring class is the label?"""
+    model = small_cnn()
+    X = np.random.default_rng(0).random((50, 28, 28, 1), dtype=np.float32)
+    predicted = model.predict(X, verbose=0).argmax(axis=1)
+    y = predicted.copy()
+    y[:10] = (y[:10] + 1) % 10
+    assert accuracy(model, X, y, batch_size=16) == pytest.approx(0.8)
+
+
+
+
+# ---------------------------------------------------------------------------------------------
+# the code that ran: no pretrained network
+
+
+@pytest.mark.parametrize("code", [
+    "import keras\nmodel = keras.applications.ResNet50(weights=None)",
+    "from keras.applications import MobileNetV2",
+    "from keras import applications",
+    "import tensorflow as tf\nbase = tf.keras.applications.VGG16()",
+    "import keras_hub\nm = keras_hub.models.ImageClassifier.from_preset('resnet_18_imagenet')",
+    "import torch\nnet = torch.hub.load('pytorch/vision', 'resnet18')",
+    "from dcv import pretrained",
+    "import dcv.pretrained as p",
+])
+def test_pretrained_networks_in_code_are_found(code):
+    """Is each import or use of a pretrained network found, with its cell and line?"""
+    found = pretrained_uses(["x = 1", code])
+    assert found and all(f.startswith("cell 2, line ") for f in found), found
+
+
+def test_comments_strings_and_own_code_are_not_pretrained():
+    """Do comments, strings and one's own model code pass the check (a substring search would not)?"""
+    cells = ["# no keras.applications here: the model is built from scratch\nnote = 'applications'",
+             "import keras\nmodel = keras.Sequential([keras.layers.Conv2D(8, 3)])",
+             "get_ipython().run_line_magic('time', 'x = 1')",
+             "def broken(:\n"]  # a cell that does not parse never ran
+    assert pretrained_uses(cells) == []
