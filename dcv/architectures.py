@@ -154,9 +154,10 @@ def alexnet(groups: int = 1, n_classes: int = 1000) -> keras.Model:
         conv(384, 3, "conv3"), conv(384, 3, "conv4", split=groups),
         conv(256, 3, "conv5", split=groups),
         layers.MaxPool2D(3, strides=2, name="pool5"),
-        layers.Flatten(), layers.Dropout(0.5),
-        layers.Dense(4096, activation="relu", name="fc6"), layers.Dropout(0.5),
-        layers.Dense(4096, activation="relu", name="fc7"),
+        layers.Flatten(name="flatten"),
+        # Dropout (50%) on the outputs of fc6 and fc7, as in the paper (section 4.2).
+        layers.Dense(4096, activation="relu", name="fc6"), layers.Dropout(0.5, name="drop6"),
+        layers.Dense(4096, activation="relu", name="fc7"), layers.Dropout(0.5, name="drop7"),
         layers.Dense(n_classes, activation="softmax", name="fc8"),
     ], name="alexnet" if groups == 1 else f"alexnet_{groups}_groups")
 

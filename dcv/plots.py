@@ -1,15 +1,18 @@
-"""Shared figures of the course: grids of images, feature maps and convolution filters."""
+"""Shared figures of the course: grids of images, feature maps, convolution filters, block diagrams."""
 
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["show_images", "show_feature_maps", "show_filters"]
+__all__ = ["show_images", "show_feature_maps", "show_filters", "block_diagram"]
 
 
 def _grid(n: int, ncols: int, size: float, aspect: float = 1.0) -> tuple[Figure, np.ndarray]:
@@ -79,3 +82,17 @@ def show_filters(kernel: Any, in_channel: int = 0, titles: Sequence[str] | None 
     return show_images([weights[..., k] for k in range(weights.shape[-1])], titles, cmap="gray",
                        ncols=ncols, suptitle=suptitle, size=size, vmin=-limit, vmax=limit,
                        interpolation="nearest")
+
+
+def block_diagram(model: Any, show_shapes: bool = True, rankdir: str = "TB", dpi: int = 60) -> bytes:
+    """PNG bytes of a Keras model's layer graph, drawn by ``keras.utils.plot_model`` with Graphviz."""
+    import keras
+
+    if shutil.which("dot") is None:
+        raise RuntimeError("block_diagram needs Graphviz's `dot` program: install the Debian package "
+                           "graphviz (bash scripts/setup.sh does it, as root)")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.png"
+        keras.utils.plot_model(model, to_file=str(path), show_shapes=show_shapes,
+                               show_layer_names=True, rankdir=rankdir, dpi=dpi)
+        return path.read_bytes()

@@ -103,6 +103,16 @@ def test_alexnet_params():
     assert alexnet(groups=2).count_params() == 60_965_224
 
 
+def test_alexnet_dropout_after_fc6_and_fc7():
+    """Is dropout (50%) applied to the outputs of fc6 and fc7 only, as in the paper?"""
+    model = alexnet()
+    names = [layer.name for layer in model.layers]
+    dropouts = [i for i, layer in enumerate(model.layers) if isinstance(layer, keras.layers.Dropout)]
+    assert [names[i - 1] for i in dropouts] == ["fc6", "fc7"]
+    assert all(model.layers[i].rate == 0.5 for i in dropouts)
+    assert names.index("fc8") == dropouts[-1] + 1  # nothing between fc7's dropout and fc8
+
+
 def test_googlenet_params_depth_and_heads():
     """Does GoogLeNet have 22 weight layers, 6,998,552 parameters, and 2 extra outputs with aux heads?"""
     model = googlenet()

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from dcv.plots import show_feature_maps, show_filters, show_images
+from dcv import plots
+from dcv.plots import block_diagram, show_feature_maps, show_filters, show_images
 
 
 def _visible_axes(fig):
@@ -58,3 +59,17 @@ def test_bad_shapes_raise():
         show_filters(np.zeros((3, 3, 2)))
     with pytest.raises(ValueError, match="0 images"):
         show_images([])
+
+
+def test_block_diagram_is_a_png_of_the_model(monkeypatch):
+    """Does block_diagram return a PNG image, and say in one line what is missing without Graphviz?"""
+    import keras
+
+    inputs = keras.Input((8, 8, 3), name="image")
+    outputs = keras.layers.Add(name="skip")([keras.layers.Conv2D(3, 3, padding="same")(inputs), inputs])
+    model = keras.Model(inputs, outputs)
+    png = block_diagram(model)  # Graphviz is installed by scripts/setup.sh (scripts/apt/diagrams.txt)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+    monkeypatch.setattr(plots.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="graphviz"):
+        block_diagram(model)
