@@ -278,3 +278,11 @@ def test_dataset_is_read_and_verified_once_per_process(monkeypatch):
     assert calls == []
     X_train[0, 0, 0] = 255  # a caller's copy: the next caller is not affected
     assert data.load_mnist()[0][0][0, 0, 0] == 0
+
+
+def test_scale_images_adds_a_channel_in_0_1():
+    """Are uint8 images (n, h, w) scaled to float32 (n, h, w, 1) with 0 -> 0 and 255 -> 1?"""
+    images = np.array([[[0, 255], [51, 102]]], dtype=np.uint8)
+    scaled = data.scale_images(images)
+    assert scaled.shape == (1, 2, 2, 1) and scaled.dtype == np.float32
+    np.testing.assert_allclose(scaled[0, :, :, 0], [[0.0, 1.0], [0.2, 0.4]], rtol=1e-6)
