@@ -104,16 +104,19 @@ def cache_executed_notebook(nb, source: Path, seconds: float) -> None:
     )
 
 
-ORDER = ("unit", "notebook", "grading", "book")
+ORDER = ("unit", "notebook", "grading", "book", "browser")
 
 
 def _stage(item) -> int:
-    """Order tests: unit tests, then notebooks, then grading end to end, then the book build."""
+    """Order tests: unit tests, notebooks, grading end to end, the book build, then the built book
+    (and JupyterLab) in a browser."""
     if _nbval is not None and isinstance(item, _nbval.IPyNbCell):
         return ORDER.index("notebook")
     name = Path(str(item.fspath)).name
     if name == "test_book.py":
         return ORDER.index("book")
+    if name == "test_browser.py":
+        return ORDER.index("browser")
     if name.startswith("test_grading"):
         return ORDER.index("grading")
     return ORDER.index("unit")
