@@ -8,7 +8,7 @@ Chromium is Debian's (`scripts/apt/browser.txt`); Playwright never downloads a b
 
 from __future__ import annotations
 
-import json
+import argparse
 import os
 import re
 import secrets
@@ -28,6 +28,7 @@ import nbformat
 import pytest
 import yaml
 
+from autograder.cli import course_dir
 from test_book import HTML, ROOT, build_book, toc_files
 from test_grading import EX02, solve, source_nb
 
@@ -362,10 +363,7 @@ def labs(book, tmp_path_factory):
     nbformat.write(solve(released, source_nb(EX02)), work / f"{EX02}_solved.ipynb")
     course = teacher / "course"
     shutil.copytree(ROOT / "_build" / "course", course, ignore=shutil.ignore_patterns("staged.json"))
-    # rewrite the course folder's nbgrader_config.py for its new place (the CLI does it)
-    status = subprocess.run([sys.executable, "-m", "autograder", "--course-dir", str(course), "status"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert status.returncode == 0, status.stdout + status.stderr
+    course_dir(argparse.Namespace(course_dir=str(course)))  # its nbgrader_config.py, for its new place
     servers = {"student": (*start_lab(work, student), student / "lab.log"),
                "teacher": (*start_lab(course, teacher), teacher / "lab.log")}
     try:
