@@ -293,7 +293,8 @@ def test_pages_link_to_the_repository_and_launch_binder(book, browser, shots):
     visit = Visit(browser, f"{book}/{toc_page(chapter)}")
     visit.typeset()
     hrefs = visit.page.evaluate("() => [...document.querySelectorAll('a[href]')].map(a => a.href)")
-    visit.page.screenshot(path=str(shots / f"book-{Path(chapter).name}-top.png"))
+    visit.page.locator("mjx-container").first.scroll_into_view_if_needed()  # the buttons stay in the header
+    visit.page.screenshot(path=str(shots / f"book-{Path(chapter).name}-formulas.png"))
     visit.close()
     assert repo in hrefs, f"no link to the repository {repo}"
     binder = f"{config['launch_buttons']['binderhub_url'].rstrip('/')}/v2/gh/{org_repo}/{branch}?urlpath=lab/tree/{chapter}.md"
