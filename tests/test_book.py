@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
+# A rebuild with nothing changed (README: the two commands in any order) took 8.5 s on this 2-core
+# host (82 s before stage_assignments.py skipped unchanged work); issue 13 asks for under 60 s.
+REBUILD_SECONDS = 60
 LEAKS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
 
 
@@ -23,14 +29,69 @@ def toc_files() -> list[str]:
     return files
 
 
+def book_sh(timeout: int = 1800) -> tuple[int, str, float]:
+    """Run the README's `bash scripts/book.sh`; its exit status, log and seconds."""
+    started = time.monotonic()
+    proc = subprocess.run(["bash", "scripts/book.sh"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+    return proc.returncode, proc.stdout + proc.stderr, time.monotonic() - started
+
+
+def build_book(config: pytest.Config) -> str:
+    """Build the book once per test run (test_book and test_browser share it); return its log.
+
+    Run as the README allows, after a test run: pytest's own `.pytest_cache/` (with its README.md)
+    is made first, as every earlier `pytest` run leaves it, so that the build must ignore it.
+    """
+    if not hasattr(config, "dcv_book_build"):
+        if config.cache is not None:
+            config.cache.mkdir("dcv-book")
+        config.dcv_book_build = book_sh()
+    status, log, seconds = config.dcv_book_build
+    assert status == 0, f"the book build failed:\n{log[-6000:]}"
+    return log
+
+
 @pytest.fixture(scope="module")
 def build(request) -> str:
     """Build the book once with the README's command; return its log."""
-    proc = subprocess.run(["bash", "scripts/book.sh"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=1800)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"the book build failed:\n{log[-6000:]}"
-    return log
+    return build_book(request.config)
+
+
+@pytest.mark.slow
+def test_book_builds_after_a_test_run(build):
+    """Did the book build (warnings as errors) with pytest's cache folder, README.md included, beside it?"""
+    assert (ROOT / ".pytest_cache" / "README.md").is_file(), "pytest made no .pytest_cache/README.md"
+    assert "build succeeded" in build
+
+
+@pytest.mark.slow
+def test_rebuild_with_nothing_changed_stages_reads_and_executes_nothing(build):
+    """Does `bash scripts/book.sh` a second time re-stage nothing, re-read no page and take < 60 s?"""
+    status, log, seconds = book_sh(timeout=600)
+    print(f"rebuild with nothing changed: {seconds:.1f} s")
+    assert status == 0, f"the second build failed:\n{log[-6000:]}"
+    assert "stage_assignments: assignments up to date" in log, log[-3000:]
+    assert "stage_assignments: wheel up to date" in log, log[-3000:]
+    assert re.search(r"updating environment: .*0 added, 0 changed, 0 removed", log), log[-3000:]
+    assert "Executing notebook" not in log, "the rebuild executed a chapter again"
+    assert seconds < REBUILD_SECONDS, f"the rebuild took {seconds:.0f} s (at most {REBUILD_SECONDS} s)"
+
+
+@pytest.mark.slow
+def test_dcv_wheel_installs_and_imports(build, tmp_path):
+    """Does the `dcv` wheel that the assignment pages link install on its own and import?"""
+    wheels = list((HTML / "_static").glob("dcv-*.whl"))
+    assert len(wheels) == 1, f"expected one dcv wheel in the book, found {wheels}"
+    target = tmp_path / "site"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
+                          "--target", str(target), str(wheels[0])], capture_output=True, text=True)
+    assert pip.returncode == 0, pip.stdout + pip.stderr
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    probe = subprocess.run([sys.executable, "-c", "import dcv, sys; print(dcv.__file__)"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert probe.returncode == 0 and probe.stdout.startswith(str(target)), probe.stdout + probe.stderr
+    assert (HTML / "_static" / "requirements.txt").read_text() == (ROOT / "requirements.txt").read_text()
 
 
 @pytest.mark.slow
