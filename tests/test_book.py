@@ -124,7 +124,7 @@ def test_no_solution_or_hidden_test_is_published(build):
 
 @pytest.mark.slow
 def test_chapters_executed_by_this_run_are_not_executed_again(build, request):
-    """Did the book take the chapters that nbval executed (in this run, or in the chapters stage before it) from the cache?"""
+    """Did the book take the chapters that nbval executed (this run or the chapters stage before) from the cache?"""
     executed = getattr(request.config, "dcv_cached_chapters", set()) or chapters_cached_by_tests()
     if not executed:
         pytest.skip("no chapter was executed by nbval in this run or the last chapters stage")
