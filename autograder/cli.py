@@ -11,18 +11,18 @@ import argparse
 import datetime
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from .submissions import files, find_submissions, notebook_problem, same  # noqa: F401 (used by tests)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 CONFIG = HERE / "nbgrader_config.py"
 SOURCE = REPO / "solutions"
 INSTRUCTOR_ONLY_SUFFIXES = (".keras", ".h5", ".weights.h5")
-COPY_IGNORE = (".ipynb_checkpoints", "__pycache__", "*.pyc", "feedback")
 STUB = '''\
 # Written by `python -m autograder`: nbgrader (and formgrader) started in this folder use the
 # course configuration kept in the repository.
@@ -65,6 +65,7 @@ def course_dir(args: argparse.Namespace) -> Path:
     if course.exists() and not course.is_dir():
         raise Failure(f"course folder {course} is not a folder")
     course.mkdir(parents=True, exist_ok=True)
+    os.environ["DCV_COURSE_DIR"] = str(course)  # the configuration reads the course's own settings
     stub = STUB.format(config=str(CONFIG), root=str(course))
     config = course / "nbgrader_config.py"
     if not config.exists() or config.read_text() != stub:
@@ -231,86 +232,25 @@ def cmd_release(args: argparse.Namespace) -> None:
 # autograde
 
 
-def notebook_problem(path: Path) -> str | None:
-    """Why a file is not a readable notebook, or None."""
-    import nbformat
+def assignment_files(name: str) -> tuple[list[str], dict[str, bytes]]:
+    """The assignment's notebook names, and the other files of its source folder that grading copies
+    over a submission (nbgrader's rule: all but ignored files and those students hand in)."""
+    from nbgrader.utils import find_all_files
 
-    try:
-        text = path.read_text(encoding="utf-8")
-        json.loads(text)
-    except UnicodeDecodeError:
-        return "not UTF-8 text"
-    except json.JSONDecodeError as exc:
-        return f"not valid notebook JSON ({exc.msg} at line {exc.lineno})"
-    try:
-        nbformat.reads(text, as_version=4)
-    except Exception as exc:  # nbformat raises several kinds
-        return f"not a Jupyter notebook ({type(exc).__name__})"
-    return None
-
-
-def files(folder: Path) -> dict[str, Path]:
-    """Relative path -> path of every file under folder, leaving out COPY_IGNORE."""
-    ignore = shutil.ignore_patterns(*COPY_IGNORE)
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(folder):
-        skipped = ignore(dirpath, dirnames + filenames)
-        dirnames[:] = sorted(d for d in dirnames if d not in skipped)
-        for f in filenames:
-            if f not in skipped:
-                out[os.path.relpath(os.path.join(dirpath, f), folder)] = Path(dirpath, f)
-    return out
+    config = load_config()
+    folder = SOURCE / name
+    handed_in = set(config.Autograde.get("exclude_overwriting", {}).get(name, []))
+    ignore = list(config.CourseDirectory.get("ignore", [])) + ["*.ipynb"]
+    overwrite = {}
+    for path in find_all_files(str(folder), ignore):
+        rel = os.path.relpath(path, folder)
+        if rel not in handed_in and Path(path).suffix not in INSTRUCTOR_ONLY_SUFFIXES:
+            overwrite[rel] = Path(path).read_bytes()
+    return [nb.name for nb in notebooks(folder)], overwrite
 
 
-def same(a: dict[str, Path], b: dict[str, Path]) -> bool:
-    """Whether two file sets have the same names and contents."""
-    return a.keys() == b.keys() and all(a[k].read_bytes() == b[k].read_bytes() for k in a)
-
-
-def find_submissions(folder: Path, name: str) -> tuple[dict[str, dict[str, Path]], list[str]]:
-    """Each student's files (relative path in submitted/<student>/<name>/ -> file), and problems.
-
-    A student whose notebook cannot be read maps to {}: reported, not copied, scored 0.
-    """
-    source_nbs = [p.name for p in notebooks(SOURCE / name)]
-    found, problems = {}, []
-    for student_dir in sorted(p for p in folder.iterdir() if p.is_dir() and p.name[0] not in "._"):
-        student = student_dir.name
-        nested, flat = student_dir / name, student_dir / f"{name}.ipynb"
-        if nested.is_dir() and notebooks(nested):
-            content = files(nested)
-        elif flat.is_file() and len(source_nbs) == 1:
-            content = {source_nbs[0]: flat}
-        else:
-            problems.append(f"{student}: no {name}.ipynb or {name}/*.ipynb: skipped")
-            continue
-        if not re.fullmatch(r"[\w.@+-]+", student):
-            problems.append(f"{student!r}: not a usable student id (letters, digits, . @ + - _): skipped")
-            continue
-        bad = [f"{path.name}: {why}" for rel, path in content.items()
-               if rel.endswith(".ipynb") and (why := notebook_problem(path))]
-        if bad:
-            problems.append(f"{student}: {'; '.join(bad)}: skipped, scored 0")
-            content = {}
-        found[student] = content
-    return found, problems
-
-
-def cmd_autograde(args: argparse.Namespace) -> int:
-    course = course_dir(args)
-    name = known(args.assignment)
-    folder = Path(args.submissions)
-    if not folder.is_dir():
-        raise Failure(f"submissions folder {folder} does not exist or is not a folder")
-    found, problems = find_submissions(folder, name)
-    if not any(found.values()):
-        problems_note = f" ({len(problems)} skipped, see above)" if problems else ""
-        for p in problems:
-            print(f"autograder: {p}", file=sys.stderr)
-        raise Failure(f"no gradable submission of {name} in {folder}{problems_note}: "
-                      f"expected <student_id>/{name}.ipynb or <student_id>/{name}/<notebook>.ipynb")
-    require_released(course, name)
-
+def copy_in(course: Path, name: str, found: dict, problems: list[str], force: bool) -> None:
+    """Copy (never move) each readable submission into submitted/<student>/<name>/."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     for student, content in found.items():
         dest = course / "submitted" / student / name
@@ -322,8 +262,8 @@ def cmd_autograde(args: argparse.Namespace) -> int:
             continue
         if dest.exists():
             if same(files(dest), content):
-                continue  # the same submission: nbgrader keeps its grade
-            if not args.force:
+                continue  # the same submission: its grade is kept
+            if not force:
                 problems.append(f"{student}: differs from the submission collected before: kept the "
                                 f"earlier one (--force replaces it, moving it to superseded/)")
                 continue
@@ -331,36 +271,104 @@ def cmd_autograde(args: argparse.Namespace) -> int:
             backup.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(dest), str(backup))
             print(f"superseded: {dest} -> {backup}")
-        for rel, path in content.items():  # copied, never moved
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, dest / rel)
+        tmp = dest.with_name(dest.name + ".copying")
+        shutil.rmtree(tmp, ignore_errors=True)
+        for rel, path in content.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, tmp / rel)
+        tmp.rename(dest)
 
-    if args.force:  # regrade this folder's students only (manual grades stay in the gradebook)
-        runs = [nbgrader(course, "autograde", name, "--create", "--force", f"--student={s}")
-                for s, content in found.items() if content]
-        status = max(runs, default=0)
-    else:  # nbgrader skips the submissions it has already graded
-        status = nbgrader(course, "autograde", name, "--create")
-    from nbgrader.api import MissingEntry
 
+def cmd_autograde(args: argparse.Namespace) -> int:
+    from . import grading, record
+
+    course = course_dir(args)
+    name = known(args.assignment)
+    folder = Path(args.submissions)
+    if not folder.is_dir():
+        raise Failure(f"submissions folder {folder} does not exist or is not a folder")
+    expected, overwrite = assignment_files(name)
+    found, problems, notes = find_submissions(folder, name, expected)
+    if not any(found.values()):
+        problems_note = f" ({len(problems)} skipped, see above)" if problems else ""
+        for p in problems:
+            print(f"autograder: {p}", file=sys.stderr)
+        raise Failure(f"no gradable submission of {name} in {folder}{problems_note}: "
+                      f"expected <student_id>/{name}.ipynb or <student_id>/{name}/<notebook>.ipynb")
+    require_released(course, name)
+    copy_in(course, name, found, problems, args.force)
+    for student, content in found.items():
+        if not content:
+            why = next((p for p in problems if p.startswith(f"{student}: ")), f"{student}: unreadable")
+            record.write_status(course, name, student, state="not graded", score=0.0, max_score=None,
+                                reasons=[why.split(": ", 1)[1]])
+
+    config = load_config()
+    if args.unsafe_no_sandbox:
+        config.Sandbox.enabled = False
+    jobs = []
     with gradebook(course) as gb:
-        print(f"\n{'student':<24} {'score':>7} {'max':>7}  notes")
-        for student in sorted(found):
-            try:
-                sub = gb.find_submission(name, student)
-            except MissingEntry:
-                print(f"{student:<24} {0:>7.1f} {gb.find_assignment(name).max_score:>7.1f}  not graded")
-                continue
-            note = "needs manual grading" if sub.needs_manual_grade else ""
-            print(f"{student:<24} {sub.score:>7.1f} {sub.max_score:>7.1f}  {note}")
+        definition = record.definition(gb, name)
+    for student, content in found.items():
+        if not content:
+            continue
+        submitted = {rel: path.read_bytes() for rel, path in files(course / "submitted" / student / name).items()}
+        digest = grading.digest(submitted)
+        before = record.read_status(course, name, student)
+        if before and before.get("digest") == digest and before.get("state") == "graded" and not args.force:
+            print(f"already graded: {student} (same submission; --force grades it again)")
+            continue
+        timestamp = submitted.pop("timestamp.txt", b"").decode(errors="replace").strip() or None
+        jobs.append((grading.Job(name, student, definition, submitted, overwrite, config, timestamp,
+                                 notes.get(student, [])), digest))
+    if jobs and config.Sandbox.enabled:
+        from .sandbox import unavailable
+
+        if why := unavailable():
+            raise Failure(f"cannot sandbox the students' kernels: {why}. Refusing to run student code "
+                          "unconfined; `--unsafe-no-sandbox` does (only for code you trust)")
+    elif jobs:
+        print("autograder: WARNING: --unsafe-no-sandbox: student code runs as you, unconfined", file=sys.stderr)
+    for i, (job, digest) in enumerate(jobs, 1):
+        result = grading.grade(job)
+        with gradebook(course) as gb:
+            done = record.record(course, gb, result, job.files, job.overwrite, digest)
+        print(f"[{i}/{len(jobs)}] {job.student}: {done['score']:g} of {done['max_score']:g} "
+              f"({result.seconds:.1f} s){' - ' + '; '.join(result.reasons) if result.reasons else ''}",
+              flush=True)
+    summary(course, name, sorted(found))
     for p in problems:
         print(f"autograder: {p}", file=sys.stderr)
-    if status:
-        raise Failure(f"nbgrader autograde {name} reported errors (exit {status}): see its log above")
     unreadable = [s for s, c in found.items() if not c]
     if unreadable:
         raise Failure(f"{len(unreadable)} submission(s) could not be read: {', '.join(unreadable)} (scored 0)")
     return 0
+
+
+def summary(course: Path, name: str, students: list[str]) -> None:
+    """Print each student's score, and what grading said about it (why points are missing)."""
+    from nbgrader.api import MissingEntry
+
+    from . import record
+
+    with gradebook(course) as gb:
+        max_score = gb.find_assignment(name).max_score
+        print(f"\n{'student':<24} {'score':>7} {'max':>7}  notes")
+        for student in students:
+            status = record.read_status(course, name, student) or {}
+            try:
+                sub = gb.find_submission(name, student)
+                score, needs_manual = sub.score, sub.needs_manual_grade
+            except MissingEntry:
+                score, needs_manual = 0.0, False
+            notes = list(status.get("reasons", []))
+            if status.get("state") not in ("graded", None):
+                notes.insert(0, status["state"])
+            elif not status:
+                notes.insert(0, "not graded")
+            if needs_manual:
+                notes.append("needs manual grading")
+            print(f"{student:<24} {score:>7.1f} {max_score:>7.1f}  {'; '.join(notes)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,7 +381,8 @@ def cmd_feedback(args: argparse.Namespace) -> None:
     require_released(course, name)
     if not list((course / "autograded").glob(f"*/{name}")):
         raise Failure(f"nothing autograded for {name} in {course}: run autograde first")
-    status = nbgrader(course, "generate_feedback", name, *(["--force"] if args.force else []))
+    status = nbgrader(course, "generate_feedback", name, *(["--force"] if args.force else []),
+                      *([f"--student={args.student}"] if args.student else []))
     if status:
         raise Failure(f"nbgrader generate_feedback {name} failed (exit {status}): see its log above")
     html = sorted((course / "feedback").glob(f"*/{name}/*.html"))
@@ -406,6 +415,12 @@ def cmd_status(args: argparse.Namespace) -> None:
         released = "yes" if (course / "release" / name).is_dir() else "no"
         print(f"{name:<28} {released:>8} {count('submitted', name):>9} {count('autograded', name):>10} "
               f"{manual.get(name, 0):>8} {count('feedback', name):>8}")
+    for name in [known(n) for n in args.assignments]:
+        require_released(course, name)
+        students = sorted({p.stem for p in (course / "grading" / name).glob("*.json")}
+                          | {p.parent.name for p in (course / "submitted").glob(f"*/{name}")})
+        print(f"\n{name}:", end="")
+        summary(course, name, students)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -442,19 +457,26 @@ def parser() -> argparse.ArgumentParser:
     some_or_all(p)
     p.add_argument("--released", action="store_true", help="check the released notebook(s) instead")
     p = command("autograde", cmd_autograde,
-                "Copy a folder of submissions into submitted/, then nbgrader autograde --create.")
+                "Copy a folder of submissions into submitted/, then grade each one in the sandbox "
+                "(nbgrader's preprocessors) into the gradebook.")
     p.add_argument("assignment")
     p.add_argument("submissions",
                    help="folder of <student_id>/<assignment>.ipynb or <student_id>/<assignment>/*.ipynb")
     p.add_argument("--force", action="store_true",
                    help="replace changed submissions (the old copy goes to superseded/) and regrade "
                         "this folder's students; manual grades are kept")
-    p = command("feedback", cmd_feedback, "nbgrader generate_feedback: one HTML file per student in feedback/ "
-                "(it shows the hidden tests: nbgrader does so by design).")
+    p.add_argument("--unsafe-no-sandbox", action="store_true",
+                   help="run the students' kernels without bubblewrap, as you, unconfined (only where "
+                        "bwrap cannot run, and only for code you trust)")
+    p = command("feedback", cmd_feedback, "nbgrader generate_feedback: one HTML file per student in feedback/: "
+                "each test's name, result, points and error message, never the hidden tests' code.")
     p.add_argument("assignment")
     p.add_argument("--force", action="store_true", help="regenerate existing feedback")
+    p.add_argument("--student", metavar="ID", help="only this student's feedback")
     p = command("export", cmd_export, "nbgrader export: a CSV of every student's grade per assignment.")
     p.add_argument("--to", metavar="CSV", help="where to write (default: <course folder>/grades.csv)")
-    command("status", cmd_status, "Count released, submitted, autograded, to-grade and feedback per assignment.")
+    p = command("status", cmd_status, "Count released, submitted, autograded, to-grade and feedback per "
+                "assignment; with assignment names, each student's score and why points are missing.")
+    p.add_argument("assignments", nargs="*", metavar="assignment", help="assignment(s) to list per student")
 
     return main
