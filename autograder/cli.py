@@ -329,13 +329,22 @@ def cmd_autograde(args: argparse.Namespace) -> int:
                           "unconfined; `--unsafe-no-sandbox` does (only for code you trust)")
     elif jobs:
         print("autograder: WARNING: --unsafe-no-sandbox: student code runs as you, unconfined", file=sys.stderr)
-    for i, (job, digest) in enumerate(jobs, 1):
-        result = grading.grade(job)
+    digests = {job.student: digest for job, digest in jobs}
+    count = iter(range(1, len(jobs) + 1))
+
+    def merge(job, result) -> None:  # the one writer: each result recorded as soon as it arrives
         with gradebook(course) as gb:
-            done = record.record(course, gb, result, job.files, job.overwrite, digest)
-        print(f"[{i}/{len(jobs)}] {job.student}: {done['score']:g} of {done['max_score']:g} "
-              f"({result.seconds:.1f} s){' - ' + '; '.join(result.reasons) if result.reasons else ''}",
-              flush=True)
+            done = record.record(course, gb, result, job.files, job.overwrite, digests[job.student])
+        from tqdm import tqdm
+
+        tqdm.write(f"[{next(count)}/{len(jobs)}] {job.student}: {done['score']:g} of {done['max_score']:g} "
+                   f"({result.seconds:.1f} s){' - ' + '; '.join(result.reasons) if result.reasons else ''}",
+                   file=sys.stdout)
+        sys.stdout.flush()
+
+    from . import executors
+
+    executors.run([job for job, _ in jobs], merge, workers=args.workers, scheduler=args.scheduler)
     summary(course, name, sorted(found))
     for p in problems:
         print(f"autograder: {p}", file=sys.stderr)
@@ -465,6 +474,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="replace changed submissions (the old copy goes to superseded/) and regrade "
                         "this folder's students; manual grades are kept")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+                   help="grade N submissions at once on this machine (default: its %(default)s cores)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                   help="grade on the Dask distributed cluster whose scheduler is there (see README)")
     p.add_argument("--unsafe-no-sandbox", action="store_true",
                    help="run the students' kernels without bubblewrap, as you, unconfined (only where "
                         "bwrap cannot run, and only for code you trust)")

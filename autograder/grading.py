@@ -10,6 +10,8 @@ not be graded in full. It never opens the course's gradebook or folder: `record.
 from __future__ import annotations
 
 import copy
+import functools
+import itertools
 import hashlib
 import json
 import os
@@ -328,12 +330,27 @@ def read_notebook(data: bytes) -> tuple[NotebookNode | None, str | None, int]:
     return nb, None, len(ids) - len(set(ids))
 
 
+_SLOTS = itertools.count()  # jobs running at once in one process (Dask threads) get user ids of their own
+
+
+@functools.lru_cache(maxsize=1)
+def sandbox_problem() -> str | None:
+    """Why this machine (e.g. a Dask worker) cannot run the sandbox, checked once per process."""
+    from .sandbox import unavailable
+
+    return unavailable()
+
+
 def grade(job: Job, slot: int | None = None) -> Result:
     """Grade one submission in a private folder, the kernel in the sandbox; return the result as data."""
     started = time.monotonic()
     result = Result(job.assignment, job.student, timestamp=job.timestamp, reasons=list(job.notes))
     sandbox = Sandbox(config=job.config)
-    uid = sandbox.uid_base + (os.getpid() if slot is None else slot)
+    if sandbox.enabled and (why := sandbox_problem()):
+        result.failed = True
+        result.reasons.append(f"this machine cannot sandbox kernels: {why}")
+        return result
+    uid = sandbox.uid_base + (os.getpid() % 65536) * 64 + (next(_SLOTS) % 64 if slot is None else slot)
     tmp = tempfile.mkdtemp(prefix="dcv-grade-")
     try:
         os.chmod(tmp, 0o755)

@@ -81,6 +81,15 @@ def record(course: Path, gb, result: Result, files: dict[str, bytes], overwrite:
     from nbgrader.api import MissingEntry
 
     name, student = result.assignment, result.student
+    if result.failed and not result.grades:  # nothing graded (a worker failed): retried next run
+        fields = {"state": "error", "digest": digest, "reasons": result.reasons, "seconds": round(result.seconds, 1)}
+        try:
+            sub = gb.find_submission(name, student)
+            fields.update(score=sub.score, max_score=sub.max_score)
+        except MissingEntry:
+            fields.update(score=0.0, max_score=gb.find_assignment(name).max_score)
+        write_status(course, name, student, **fields)
+        return fields
     graded = {**{rel: data for rel, data in files.items() if not rel.endswith(".ipynb")}, **overwrite,
               **{f"{nb}.ipynb": text.encode() for nb, text in result.notebooks.items()}}
     replace_folder(course / "autograded" / student / name, graded)
@@ -101,8 +110,7 @@ def record(course: Path, gb, result: Result, files: dict[str, bytes], overwrite:
         score, max_score = sub.score, sub.max_score
     except MissingEntry:
         score, max_score = 0.0, 0.0
-    state = "error" if result.failed and not result.grades else "graded"
-    fields = {"state": state, "digest": digest, "score": score, "max_score": max_score,
+    fields = {"state": "graded", "digest": digest, "score": score, "max_score": max_score,
               "reasons": result.reasons, "seconds": round(result.seconds, 1)}
     write_status(course, name, student, **fields)
     return fields

@@ -83,7 +83,8 @@ class Sandbox(Configurable):
                     "mime.types", "ssl"):
             args += ["--ro-bind-try", f"/etc/{etc}", f"/etc/{etc}"]
         args += ["--proc", "/proc", "--dev", "/dev",
-                 "--size", str(self.tmp_mb * MB), "--perms", "1777", "--tmpfs", "/tmp"]
+                 "--size", str(self.tmp_mb * MB), "--perms", "1777", "--tmpfs", "/tmp",
+                 "--size", str(self.tmp_mb * MB), "--perms", "1777", "--tmpfs", "/dev/shm"]
         made = {"/", "/usr", "/tmp", "/etc", "/proc", "/dev"}
 
         def parents(path: str) -> list[str]:  # folders bwrap must create, readable by the kernel's user

@@ -208,7 +208,7 @@ def graded(course, listener, tmp_path_factory):
     (folder / "invalid_json").mkdir()
     (folder / "invalid_json" / f"{EX02}.ipynb").write_text('{"cells": [')
     started = time.monotonic()
-    result = cli("autograde", EX02, str(folder), course=course, timeout=900)
+    result = cli("autograde", EX02, str(folder), "--workers", "2", course=course, timeout=900)
     return {"result": result, "folder": folder, "seconds": time.monotonic() - started}
 
 
@@ -322,7 +322,7 @@ def test_kill_9_loses_nothing_and_a_rerun_resumes(course, tmp_path):
         nbformat.write(right, tmp_path / student / f"{EX02}.ipynb")
     env = {k: v for k, v in os.environ.items() if k != "DCV_COURSE_DIR"}
     proc = subprocess.Popen([sys.executable, "-m", "autograder", "autograde", EX02, str(tmp_path),
-                             "--course-dir", str(course)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                             "--course-dir", str(course), "--workers", "1"], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     for line in proc.stdout:
         if line.startswith("[1/2]"):
