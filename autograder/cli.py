@@ -22,7 +22,6 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 CONFIG = HERE / "nbgrader_config.py"
 SOURCE = REPO / "solutions"
-INSTRUCTOR_ONLY_SUFFIXES = (".keras", ".h5", ".weights.h5")
 STUB = '''\
 # Written by `python -m autograder`: nbgrader (and formgrader) started in this folder use the
 # course configuration kept in the repository.
@@ -155,10 +154,16 @@ def validate(notebook: Path, released: bool) -> str | None:
     return None
 
 
+def handed_in(name: str) -> list[str]:
+    """The files students hand in beside the notebook (e.g. a trained model): declared once, as
+    `c.Autograde.exclude_overwriting` in nbgrader_config.py. The solution's own run saves them in
+    solutions/<name>/; they are never released, nor copied over a student's."""
+    return list(load_config().Autograde.get("exclude_overwriting", {}).get(name, []))
+
+
 def missing_artefacts(name: str) -> list[str]:
-    """Files an assignment's students hand in (Autograde.exclude_overwriting) that its source folder lacks."""
-    handed_in = load_config().Autograde.get("exclude_overwriting", {}).get(name, [])
-    return [f for f in handed_in if not (SOURCE / name / f).is_file()]
+    """Files an assignment's students hand in that its source folder lacks."""
+    return [f for f in handed_in(name) if not (SOURCE / name / f).is_file()]
 
 
 def check(course: Path, name: str, released: bool) -> None:
@@ -216,13 +221,14 @@ def cmd_release(args: argparse.Namespace) -> None:
         status = nbgrader(course, "generate_assignment", name, *(["--force"] if args.force else []))
         if status or not (course / "release" / name).is_dir():
             raise Failure(f"nbgrader generate_assignment {name} failed (exit {status}): see its log above")
-        # Artefacts the solution's own run left next to the source (a trained reference model) are
-        # the instructor's: students must train their own. nbgrader's ignore list cannot drop them,
-        # since it also applies when submitted models are copied for autograding.
-        for artefact in (course / "release" / name).rglob("*"):
-            if artefact.is_file() and artefact.suffix in INSTRUCTOR_ONLY_SUFFIXES:
+        # What the solution's own run left next to the source (a trained reference model) is the
+        # instructor's: students hand in their own. nbgrader's ignore list cannot drop it, since it
+        # also applies when submitted files are copied for autograding.
+        for rel in handed_in(name):
+            artefact = course / "release" / name / rel
+            if artefact.is_file():
                 artefact.unlink()
-                print(f"kept out of the release: {artefact.name}")
+                print(f"kept out of the release: {rel}")
         print(f"released: {course / 'release' / name}")
 
     each(args, release)
@@ -239,12 +245,12 @@ def assignment_files(name: str) -> tuple[list[str], dict[str, bytes]]:
 
     config = load_config()
     folder = SOURCE / name
-    handed_in = set(config.Autograde.get("exclude_overwriting", {}).get(name, []))
+    theirs = set(handed_in(name))
     ignore = list(config.CourseDirectory.get("ignore", [])) + ["*.ipynb"]
     overwrite = {}
     for path in find_all_files(str(folder), ignore):
         rel = os.path.relpath(path, folder)
-        if rel not in handed_in and Path(path).suffix not in INSTRUCTOR_ONLY_SUFFIXES:
+        if rel not in theirs:
             overwrite[rel] = Path(path).read_bytes()
     return [nb.name for nb in notebooks(folder)], overwrite
 
@@ -279,29 +285,96 @@ def copy_in(course: Path, name: str, found: dict, problems: list[str], force: bo
         tmp.rename(dest)
 
 
-def cmd_autograde(args: argparse.Namespace) -> int:
-    from . import grading, record
+def collect_into(course: Path, name: str, source: Path, pattern: str | None, force: bool
+                 ) -> tuple[dict[str, dict], list[str], dict[str, list[str]]]:
+    """Copy the submissions found in a folder or zip into submitted/; what was found, problems, notes."""
+    import tempfile
 
-    course = course_dir(args)
-    name = known(args.assignment)
-    folder = Path(args.submissions)
-    if not folder.is_dir():
-        raise Failure(f"submissions folder {folder} does not exist or is not a folder")
-    expected, overwrite = assignment_files(name)
-    found, problems, notes = find_submissions(folder, name, expected)
-    if not any(found.values()):
-        problems_note = f" ({len(problems)} skipped, see above)" if problems else ""
-        for p in problems:
-            print(f"autograder: {p}", file=sys.stderr)
-        raise Failure(f"no gradable submission of {name} in {folder}{problems_note}: "
-                      f"expected <student_id>/{name}.ipynb or <student_id>/{name}/<notebook>.ipynb")
-    require_released(course, name)
-    copy_in(course, name, found, problems, args.force)
+    from . import collect, record
+
+    expected, _ = assignment_files(name)
+    with tempfile.TemporaryDirectory(prefix="dcv-collect-") as tmp:
+        folder, problems = source, []
+        if source.is_file():
+            if source.suffix.lower() != ".zip":
+                raise Failure(f"{source} is neither a folder nor a .zip file")
+            try:
+                collect.unzip(source, Path(tmp) / "unzipped")
+            except ValueError as exc:
+                raise Failure(str(exc)) from None
+            folder = Path(tmp) / "unzipped"
+            folder.mkdir(exist_ok=True)
+        elif not source.is_dir():
+            raise Failure(f"submissions folder {source} does not exist or is not a folder")
+        if pattern:
+            extensions = sorted({".ipynb", *(Path(f).suffix for f in handed_in(name))})
+            sorted_folder = Path(tmp) / "sorted"
+            sorted_folder.mkdir()
+            problems += collect.by_pattern([p for p in folder.rglob("*") if p.is_file()], pattern,
+                                           sorted_folder, name, extensions)[0]
+            folder = sorted_folder
+        found, more, notes = find_submissions(folder, name, expected)
+        problems += more
+        if not any(found.values()):
+            problems_note = f" ({len(problems)} skipped, see above)" if problems else ""
+            for p in problems:
+                print(f"autograder: {p}", file=sys.stderr)
+            raise Failure(f"no gradable submission of {name} in {source}{problems_note}: expected "
+                          f"<student_id>/{name}.ipynb or <student_id>/{name}/<notebook>.ipynb")
+        require_released(course, name)
+        copy_in(course, name, found, problems, force)
+    with gradebook(course) as gb:
+        due = gb.find_assignment(name).duedate
     for student, content in found.items():
         if not content:
             why = next((p for p in problems if p.startswith(f"{student}: ")), f"{student}: unreadable")
             record.write_status(course, name, student, state="not graded", score=0.0, max_score=None,
                                 reasons=[why.split(": ", 1)[1]])
+            continue
+        stamp = course / "submitted" / student / name / "timestamp.txt"
+        if stamp.is_file() and (how := collect.late(stamp.read_text().strip(), due)):
+            notes.setdefault(student, []).append(how)
+        saved = course / "collect" / name / f"{student}.json"
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(notes.get(student, [])))
+    return found, problems, notes
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    course = course_dir(args)
+    name = known(args.assignment)
+    found, problems, notes = collect_into(course, name, Path(args.source), args.pattern, args.force)
+    for student in sorted(found):
+        what = "; ".join(notes.get(student, [])) if found[student] else "unreadable: not collected"
+        print(f"{student:<24} {what}")
+    for p in problems:
+        print(f"autograder: {p}", file=sys.stderr)
+    print(f"collected: {sum(bool(c) for c in found.values())} submission(s) of {name} in "
+          f"{course / 'submitted'}; {len(problems)} problem(s) reported")
+    unreadable = [s for s, c in found.items() if not c]
+    if unreadable:
+        raise Failure(f"{len(unreadable)} submission(s) could not be read: {', '.join(unreadable)} (scored 0)")
+    return 0
+
+
+def cmd_autograde(args: argparse.Namespace) -> int:
+    from . import grading, record
+
+    course = course_dir(args)
+    name = known(args.assignment)
+    expected, overwrite = assignment_files(name)
+    if args.submissions:
+        found, problems, notes = collect_into(course, name, Path(args.submissions), args.pattern, args.force)
+    else:  # grade what `collect` put into submitted/
+        require_released(course, name)
+        found = {p.parent.name: files(p) for p in sorted((course / "submitted").glob(f"*/{name}")) if p.is_dir()}
+        if not found:
+            raise Failure(f"nothing collected for {name} in {course / 'submitted'}: run `collect` first, "
+                          "or name the submissions folder")
+        problems, notes = [], {}
+        for student in found:
+            saved = course / "collect" / name / f"{student}.json"
+            notes[student] = json.loads(saved.read_text()) if saved.is_file() else []
 
     config = load_config()
     if args.unsafe_no_sandbox:
@@ -469,8 +542,10 @@ def parser() -> argparse.ArgumentParser:
                 "Copy a folder of submissions into submitted/, then grade each one in the sandbox "
                 "(nbgrader's preprocessors) into the gradebook.")
     p.add_argument("assignment")
-    p.add_argument("submissions",
-                   help="folder of <student_id>/<assignment>.ipynb or <student_id>/<assignment>/*.ipynb")
+    p.add_argument("submissions", nargs="?",
+                   help="folder (or .zip) of <student_id>/<assignment>.ipynb or <student_id>/<assignment>/*.ipynb, "
+                        "collected first; without it, what `collect` put into submitted/ is graded")
+    p.add_argument("--pattern", metavar="REGEX", help="as for `collect`: an LMS download's file names")
     p.add_argument("--force", action="store_true",
                    help="replace changed submissions (the old copy goes to superseded/) and regrade "
                         "this folder's students; manual grades are kept")
@@ -481,6 +556,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--unsafe-no-sandbox", action="store_true",
                    help="run the students' kernels without bubblewrap, as you, unconfined (only where "
                         "bwrap cannot run, and only for code you trust)")
+    p = command("collect", cmd_collect,
+                "Copy submissions from a folder or an LMS download (.zip) into submitted/, reporting wrong "
+                "names, duplicates, unreadable notebooks and late submissions.")
+    p.add_argument("assignment")
+    p.add_argument("source", help="folder or .zip: <student_id>/<assignment>.ipynb, <student_id>/<assignment>/*, "
+                                  "or files named after the student (--pattern)")
+    p.add_argument("--pattern", metavar="REGEX",
+                   help="regular expression with the groups student_id and file_id (and optionally timestamp) "
+                        "matched against each file name of an LMS download (nbgrader's FileNameCollectorPlugin), "
+                        r"e.g. '(?P<student_id>\w+)_(?P<timestamp>[0-9T:-]+)_(?P<file_id>\w+)'")
+    p.add_argument("--force", action="store_true",
+                   help="replace changed submissions (the old copy goes to superseded/)")
     p = command("feedback", cmd_feedback, "nbgrader generate_feedback: one HTML file per student in feedback/: "
                 "each test's name, result, points and error message, never the hidden tests' code.")
     p.add_argument("assignment")

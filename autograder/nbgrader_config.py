@@ -34,8 +34,9 @@ c.ExecutePreprocessor.timeout = 600
 # scores 0): the kernels inherit this environment from the nbgrader process.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-# nbgrader autograde copies every file of the source folder over the student's files. The models that
-# the solutions' own runs save next to them must never replace the model a student hands in.
+# The files students hand in beside the notebook, declared here once: the solutions' own runs save
+# them next to the source (gitignored), `release` keeps them out of release/, grading never copies
+# them over a student's (nbgrader's meaning of this setting), and the tests read them from here.
 c.Autograde.exclude_overwriting = {
     "ex09_mnist": ["mnist_model.keras"],
     "ex10_transfer_learning": ["transfer_model.keras"],

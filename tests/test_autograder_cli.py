@@ -11,7 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 EX02 = "ex02_params_memory"
-COMMANDS = ["release", "validate", "autograde", "feedback", "export", "status"]
+COMMANDS = ["release", "validate", "collect", "autograde", "feedback", "export", "status"]
 
 
 def cli(*args: str, course: Path) -> subprocess.CompletedProcess:

@@ -384,11 +384,13 @@ def auto_points(nb) -> float:
 
 
 def artefacts(name: str) -> dict[str, Path]:
-    """Files a correct submission hands in beside its notebook (e.g. a saved model), as the
-    solution's own run left them in its source folder; nbgrader's ignore list is respected."""
-    folder = SOLUTIONS / name
-    return {p.name: p for p in folder.iterdir() if p.is_file() and p.suffix != ".ipynb"
-            and p.name not in {"RUBRIC.md", ".gitignore"}}
+    """Files a correct submission hands in beside its notebook (e.g. a saved model, declared in
+    autograder/nbgrader_config.py), as the solution's own run left them in its source folder."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from autograder.cli import handed_in
+
+    return {rel: SOLUTIONS / name / rel for rel in handed_in(name)}
 
 
 @pytest.fixture(scope="module")
