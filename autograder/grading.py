@@ -432,10 +432,16 @@ def grade_notebook(job: Job, name: str, work: str, runtime: str, url: str, uid: 
                CheckCellMetadata):
         nb, resources = pp(config=config)(nb, resources)
     with Gradebook(url) as gb:  # graded cells the student deleted and that were not restored
+        lost = []
         for g in gb.find_submission_notebook(name, job.assignment, job.student).grades:
             if g.name not in gradeable:
                 g.auto_score, g.needs_manual_grade = 0.0, False
                 result.reasons.append(f"{name}.ipynb: cell '{g.name}' was deleted: scored 0")
+            elif g.auto_score is not None and g.auto_score < g.max_score:
+                lost.append(g.name)
         gb.db.commit()
+    if lost:  # the plain reason for points lost: these tests failed (their messages are in feedback)
+        shown = ", ".join(lost[:6]) + (f" and {len(lost) - 6} more" if len(lost) > 6 else "")
+        result.reasons.append(f"{name}.ipynb: points lost in {len(lost)} cell(s): {shown}")
     result.notebooks[name] = nbformat.writes(nb)
     return True
