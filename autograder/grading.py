@@ -219,8 +219,8 @@ class SandboxedExecute(Execute):
                         self.problems.append(f"cell {name_of(cell, index)} timed out "
                                              f"({self.sandbox.cell_timeout} s) and was interrupted")
                     if any(o.output_type == "error" and o.ename == "MemoryError" for o in cell.outputs):
-                        self.problems.append(f"cell {name_of(cell, index)} ran out of memory "
-                                             f"({self.sandbox.memory_mb} MB)")
+                        self.problems.append(f"cell {name_of(cell, index)} ran out of memory (MemoryError: "
+                                             f"{self.sandbox.address_space_mb} MB per process)")
             finally:
                 watchdog.stop()
         self.set_widgets_metadata()

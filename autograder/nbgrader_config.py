@@ -45,7 +45,8 @@ c.Autograde.exclude_overwriting = {
 # The sandbox of every autograding kernel (autograder/sandbox.py): bubblewrap, its own user id, no
 # network, a read-only system, and these limits per notebook. `autograde` refuses to run where bwrap
 # cannot, unless given --unsafe-no-sandbox.
-c.Sandbox.memory_mb = 4096        # address space per process, and resident memory of all together
+c.Sandbox.memory_mb = 4096        # resident memory of all its processes together (then killed)
+c.Sandbox.address_space_mb = 16384  # address space per process (TensorFlow reserves a lot)
 c.Sandbox.cpu_seconds = 1800      # CPU time of the kernel process
 c.Sandbox.cell_timeout = 600      # wall time per cell (then interrupted; the next cells still run)
 c.Sandbox.notebook_timeout = 1800  # wall time per notebook (then killed; the cells not run score 0)

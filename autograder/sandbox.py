@@ -30,8 +30,12 @@ class Sandbox(Configurable):
     """Limits and read-only paths of the autograding sandbox (configure as `c.Sandbox.<name>`)."""
 
     enabled = Bool(True, help="Run kernels in bwrap; False is `--unsafe-no-sandbox`.").tag(config=True)
-    memory_mb = Integer(4096, help="Memory of a notebook: address space per process (RLIMIT_AS) and "
-                                   "resident memory of all its processes together (watchdog).").tag(config=True)
+    memory_mb = Integer(4096, help="Memory of a notebook: resident memory of all its processes together "
+                                   "(proportional set size, watched twice a second; the kernel is killed "
+                                   "beyond it).").tag(config=True)
+    address_space_mb = Integer(16384, help="Address space of each process (RLIMIT_AS): a huge allocation "
+                                           "fails at once with MemoryError. TensorFlow reserves far more "
+                                           "than it uses: 4096 breaks its convolutions.").tag(config=True)
     cpu_seconds = Integer(1800, help="CPU time of the kernel process (RLIMIT_CPU).").tag(config=True)
     cell_timeout = Integer(600, help="Wall time of one cell, in seconds; it is then interrupted.").tag(config=True)
     notebook_timeout = Integer(1800, help="Wall time of one notebook, in seconds; its kernel is then "
@@ -102,7 +106,7 @@ class Sandbox(Configurable):
         args += ["--chdir", workdir, "--clearenv"]
         for key, value in self.env(workdir).items():
             args += ["--setenv", key, value]
-        limits = [f"--as={self.memory_mb * MB}", f"--cpu={self.cpu_seconds}", f"--nproc={self.processes}",
+        limits = [f"--as={self.address_space_mb * MB}", f"--cpu={self.cpu_seconds}", f"--nproc={self.processes}",
                   f"--fsize={self.file_mb * MB}", "--core=0"]
         return [*args, "--", shutil.which("setpriv") or "setpriv", f"--reuid={uid}", f"--regid={uid}",
                 "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs",

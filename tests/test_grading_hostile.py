@@ -47,6 +47,7 @@ LIMITS = """\
 c.Sandbox.cell_timeout = 8
 c.Sandbox.notebook_timeout = 25
 c.Sandbox.memory_mb = 512
+c.Sandbox.address_space_mb = 1024
 c.Sandbox.processes = 64
 c.Sandbox.output_mb = 1.0
 """
@@ -238,7 +239,7 @@ def test_every_missing_point_has_a_reason(graded, course):
     rows = summary_rows(graded["result"].stdout)
     reasons = {
         "loop": ["timed out (8 s)", "notebook time limit in cell"],
-        "memhog": ["ran out of memory (512 MB)"],
+        "memhog": ["ran out of memory (MemoryError: 1024 MB per process)"],
         "memforks": ["memory limit (512 MB for all its processes) in cell"],
         "killer": ["the kernel died"],
         "tamper_delete": ["deleted locked cell(s) restored and run: setup_imports, test_cnn_params_visible, "
