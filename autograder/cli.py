@@ -11,18 +11,17 @@ import argparse
 import datetime
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from .submissions import files, find_submissions, notebook_problem, same  # noqa: F401 (used by tests)
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 CONFIG = HERE / "nbgrader_config.py"
 SOURCE = REPO / "solutions"
-INSTRUCTOR_ONLY_SUFFIXES = (".keras", ".h5", ".weights.h5")
-COPY_IGNORE = (".ipynb_checkpoints", "__pycache__", "*.pyc", "feedback")
 STUB = '''\
 # Written by `python -m autograder`: nbgrader (and formgrader) started in this folder use the
 # course configuration kept in the repository.
@@ -65,6 +64,7 @@ def course_dir(args: argparse.Namespace) -> Path:
     if course.exists() and not course.is_dir():
         raise Failure(f"course folder {course} is not a folder")
     course.mkdir(parents=True, exist_ok=True)
+    os.environ["DCV_COURSE_DIR"] = str(course)  # the configuration reads the course's own settings
     stub = STUB.format(config=str(CONFIG), root=str(course))
     config = course / "nbgrader_config.py"
     if not config.exists() or config.read_text() != stub:
@@ -154,10 +154,16 @@ def validate(notebook: Path, released: bool) -> str | None:
     return None
 
 
+def handed_in(name: str) -> list[str]:
+    """The files students hand in beside the notebook (e.g. a trained model): declared once, as
+    `c.Autograde.exclude_overwriting` in nbgrader_config.py. The solution's own run saves them in
+    solutions/<name>/; they are never released, nor copied over a student's."""
+    return list(load_config().Autograde.get("exclude_overwriting", {}).get(name, []))
+
+
 def missing_artefacts(name: str) -> list[str]:
-    """Files an assignment's students hand in (Autograde.exclude_overwriting) that its source folder lacks."""
-    handed_in = load_config().Autograde.get("exclude_overwriting", {}).get(name, [])
-    return [f for f in handed_in if not (SOURCE / name / f).is_file()]
+    """Files an assignment's students hand in that its source folder lacks."""
+    return [f for f in handed_in(name) if not (SOURCE / name / f).is_file()]
 
 
 def check(course: Path, name: str, released: bool) -> None:
@@ -215,13 +221,14 @@ def cmd_release(args: argparse.Namespace) -> None:
         status = nbgrader(course, "generate_assignment", name, *(["--force"] if args.force else []))
         if status or not (course / "release" / name).is_dir():
             raise Failure(f"nbgrader generate_assignment {name} failed (exit {status}): see its log above")
-        # Artefacts the solution's own run left next to the source (a trained reference model) are
-        # the instructor's: students must train their own. nbgrader's ignore list cannot drop them,
-        # since it also applies when submitted models are copied for autograding.
-        for artefact in (course / "release" / name).rglob("*"):
-            if artefact.is_file() and artefact.suffix in INSTRUCTOR_ONLY_SUFFIXES:
+        # What the solution's own run left next to the source (a trained reference model) is the
+        # instructor's: students hand in their own. nbgrader's ignore list cannot drop it, since it
+        # also applies when submitted files are copied for autograding.
+        for rel in handed_in(name):
+            artefact = course / "release" / name / rel
+            if artefact.is_file():
                 artefact.unlink()
-                print(f"kept out of the release: {artefact.name}")
+                print(f"kept out of the release: {rel}")
         print(f"released: {course / 'release' / name}")
 
     each(args, release)
@@ -231,86 +238,25 @@ def cmd_release(args: argparse.Namespace) -> None:
 # autograde
 
 
-def notebook_problem(path: Path) -> str | None:
-    """Why a file is not a readable notebook, or None."""
-    import nbformat
+def assignment_files(name: str) -> tuple[list[str], dict[str, bytes]]:
+    """The assignment's notebook names, and the other files of its source folder that grading copies
+    over a submission (nbgrader's rule: all but ignored files and those students hand in)."""
+    from nbgrader.utils import find_all_files
 
-    try:
-        text = path.read_text(encoding="utf-8")
-        json.loads(text)
-    except UnicodeDecodeError:
-        return "not UTF-8 text"
-    except json.JSONDecodeError as exc:
-        return f"not valid notebook JSON ({exc.msg} at line {exc.lineno})"
-    try:
-        nbformat.reads(text, as_version=4)
-    except Exception as exc:  # nbformat raises several kinds
-        return f"not a Jupyter notebook ({type(exc).__name__})"
-    return None
-
-
-def files(folder: Path) -> dict[str, Path]:
-    """Relative path -> path of every file under folder, leaving out COPY_IGNORE."""
-    ignore = shutil.ignore_patterns(*COPY_IGNORE)
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(folder):
-        skipped = ignore(dirpath, dirnames + filenames)
-        dirnames[:] = sorted(d for d in dirnames if d not in skipped)
-        for f in filenames:
-            if f not in skipped:
-                out[os.path.relpath(os.path.join(dirpath, f), folder)] = Path(dirpath, f)
-    return out
+    config = load_config()
+    folder = SOURCE / name
+    theirs = set(handed_in(name))
+    ignore = list(config.CourseDirectory.get("ignore", [])) + ["*.ipynb"]
+    overwrite = {}
+    for path in find_all_files(str(folder), ignore):
+        rel = os.path.relpath(path, folder)
+        if rel not in theirs:
+            overwrite[rel] = Path(path).read_bytes()
+    return [nb.name for nb in notebooks(folder)], overwrite
 
 
-def same(a: dict[str, Path], b: dict[str, Path]) -> bool:
-    """Whether two file sets have the same names and contents."""
-    return a.keys() == b.keys() and all(a[k].read_bytes() == b[k].read_bytes() for k in a)
-
-
-def find_submissions(folder: Path, name: str) -> tuple[dict[str, dict[str, Path]], list[str]]:
-    """Each student's files (relative path in submitted/<student>/<name>/ -> file), and problems.
-
-    A student whose notebook cannot be read maps to {}: reported, not copied, scored 0.
-    """
-    source_nbs = [p.name for p in notebooks(SOURCE / name)]
-    found, problems = {}, []
-    for student_dir in sorted(p for p in folder.iterdir() if p.is_dir() and p.name[0] not in "._"):
-        student = student_dir.name
-        nested, flat = student_dir / name, student_dir / f"{name}.ipynb"
-        if nested.is_dir() and notebooks(nested):
-            content = files(nested)
-        elif flat.is_file() and len(source_nbs) == 1:
-            content = {source_nbs[0]: flat}
-        else:
-            problems.append(f"{student}: no {name}.ipynb or {name}/*.ipynb: skipped")
-            continue
-        if not re.fullmatch(r"[\w.@+-]+", student):
-            problems.append(f"{student!r}: not a usable student id (letters, digits, . @ + - _): skipped")
-            continue
-        bad = [f"{path.name}: {why}" for rel, path in content.items()
-               if rel.endswith(".ipynb") and (why := notebook_problem(path))]
-        if bad:
-            problems.append(f"{student}: {'; '.join(bad)}: skipped, scored 0")
-            content = {}
-        found[student] = content
-    return found, problems
-
-
-def cmd_autograde(args: argparse.Namespace) -> int:
-    course = course_dir(args)
-    name = known(args.assignment)
-    folder = Path(args.submissions)
-    if not folder.is_dir():
-        raise Failure(f"submissions folder {folder} does not exist or is not a folder")
-    found, problems = find_submissions(folder, name)
-    if not any(found.values()):
-        problems_note = f" ({len(problems)} skipped, see above)" if problems else ""
-        for p in problems:
-            print(f"autograder: {p}", file=sys.stderr)
-        raise Failure(f"no gradable submission of {name} in {folder}{problems_note}: "
-                      f"expected <student_id>/{name}.ipynb or <student_id>/{name}/<notebook>.ipynb")
-    require_released(course, name)
-
+def copy_in(course: Path, name: str, found: dict, problems: list[str], force: bool) -> None:
+    """Copy (never move) each readable submission into submitted/<student>/<name>/."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     for student, content in found.items():
         dest = course / "submitted" / student / name
@@ -322,8 +268,8 @@ def cmd_autograde(args: argparse.Namespace) -> int:
             continue
         if dest.exists():
             if same(files(dest), content):
-                continue  # the same submission: nbgrader keeps its grade
-            if not args.force:
+                continue  # the same submission: its grade is kept
+            if not force:
                 problems.append(f"{student}: differs from the submission collected before: kept the "
                                 f"earlier one (--force replaces it, moving it to superseded/)")
                 continue
@@ -331,36 +277,180 @@ def cmd_autograde(args: argparse.Namespace) -> int:
             backup.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(dest), str(backup))
             print(f"superseded: {dest} -> {backup}")
-        for rel, path in content.items():  # copied, never moved
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, dest / rel)
+        tmp = dest.with_name(dest.name + ".copying")
+        shutil.rmtree(tmp, ignore_errors=True)
+        for rel, path in content.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, tmp / rel)
+        tmp.rename(dest)
 
-    if args.force:  # regrade this folder's students only (manual grades stay in the gradebook)
-        runs = [nbgrader(course, "autograde", name, "--create", "--force", f"--student={s}")
-                for s, content in found.items() if content]
-        status = max(runs, default=0)
-    else:  # nbgrader skips the submissions it has already graded
-        status = nbgrader(course, "autograde", name, "--create")
-    from nbgrader.api import MissingEntry
 
-    with gradebook(course) as gb:
-        print(f"\n{'student':<24} {'score':>7} {'max':>7}  notes")
-        for student in sorted(found):
+def collect_into(course: Path, name: str, source: Path, pattern: str | None, force: bool
+                 ) -> tuple[dict[str, dict], list[str], dict[str, list[str]]]:
+    """Copy the submissions found in a folder or zip into submitted/; what was found, problems, notes."""
+    import tempfile
+
+    from . import collect, record
+
+    expected, _ = assignment_files(name)
+    with tempfile.TemporaryDirectory(prefix="dcv-collect-") as tmp:
+        folder, problems = source, []
+        if source.is_file():
+            if source.suffix.lower() != ".zip":
+                raise Failure(f"{source} is neither a folder nor a .zip file")
             try:
-                sub = gb.find_submission(name, student)
-            except MissingEntry:
-                print(f"{student:<24} {0:>7.1f} {gb.find_assignment(name).max_score:>7.1f}  not graded")
-                continue
-            note = "needs manual grading" if sub.needs_manual_grade else ""
-            print(f"{student:<24} {sub.score:>7.1f} {sub.max_score:>7.1f}  {note}")
+                collect.unzip(source, Path(tmp) / "unzipped")
+            except ValueError as exc:
+                raise Failure(str(exc)) from None
+            folder = Path(tmp) / "unzipped"
+            folder.mkdir(exist_ok=True)
+        elif not source.is_dir():
+            raise Failure(f"submissions folder {source} does not exist or is not a folder")
+        if pattern:
+            extensions = sorted({".ipynb", *(Path(f).suffix for f in handed_in(name))})
+            sorted_folder = Path(tmp) / "sorted"
+            sorted_folder.mkdir()
+            problems += collect.by_pattern([p for p in folder.rglob("*") if p.is_file()], pattern,
+                                           sorted_folder, name, extensions)[0]
+            folder = sorted_folder
+        found, more, notes = find_submissions(folder, name, expected)
+        problems += more
+        if not any(found.values()):
+            problems_note = f" ({len(problems)} skipped, see above)" if problems else ""
+            for p in problems:
+                print(f"autograder: {p}", file=sys.stderr)
+            raise Failure(f"no gradable submission of {name} in {source}{problems_note}: expected "
+                          f"<student_id>/{name}.ipynb or <student_id>/{name}/<notebook>.ipynb")
+        require_released(course, name)
+        copy_in(course, name, found, problems, force)
+    with gradebook(course) as gb:
+        due = gb.find_assignment(name).duedate
+    for student, content in found.items():
+        if not content:
+            why = next((p for p in problems if p.startswith(f"{student}: ")), f"{student}: unreadable")
+            record.write_status(course, name, student, state="not graded", score=0.0, max_score=None,
+                                reasons=[why.split(": ", 1)[1]])
+            continue
+        stamp = course / "submitted" / student / name / "timestamp.txt"
+        if stamp.is_file() and (how := collect.late(stamp.read_text().strip(), due)):
+            notes.setdefault(student, []).append(how)
+        saved = course / "collect" / name / f"{student}.json"
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(notes.get(student, [])))
+    return found, problems, notes
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    course = course_dir(args)
+    name = known(args.assignment)
+    found, problems, notes = collect_into(course, name, Path(args.source), args.pattern, args.force)
+    for student in sorted(found):
+        what = "; ".join(notes.get(student, [])) if found[student] else "unreadable: not collected"
+        print(f"{student:<24} {what}")
     for p in problems:
         print(f"autograder: {p}", file=sys.stderr)
-    if status:
-        raise Failure(f"nbgrader autograde {name} reported errors (exit {status}): see its log above")
+    print(f"collected: {sum(bool(c) for c in found.values())} submission(s) of {name} in "
+          f"{course / 'submitted'}; {len(problems)} problem(s) reported")
     unreadable = [s for s, c in found.items() if not c]
     if unreadable:
         raise Failure(f"{len(unreadable)} submission(s) could not be read: {', '.join(unreadable)} (scored 0)")
     return 0
+
+
+def cmd_autograde(args: argparse.Namespace) -> int:
+    from . import grading, record
+
+    course = course_dir(args)
+    name = known(args.assignment)
+    expected, overwrite = assignment_files(name)
+    if args.submissions:
+        found, problems, notes = collect_into(course, name, Path(args.submissions), args.pattern, args.force)
+    else:  # grade what `collect` put into submitted/
+        require_released(course, name)
+        found = {p.parent.name: files(p) for p in sorted((course / "submitted").glob(f"*/{name}")) if p.is_dir()}
+        if not found:
+            raise Failure(f"nothing collected for {name} in {course / 'submitted'}: run `collect` first, "
+                          "or name the submissions folder")
+        problems, notes = [], {}
+        for student in found:
+            saved = course / "collect" / name / f"{student}.json"
+            notes[student] = json.loads(saved.read_text()) if saved.is_file() else []
+
+    config = load_config()
+    if args.unsafe_no_sandbox:
+        config.Sandbox.enabled = False
+    jobs = []
+    with gradebook(course) as gb:
+        definition = record.definition(gb, name)
+    for student, content in found.items():
+        if not content:
+            continue
+        submitted = {rel: path.read_bytes() for rel, path in files(course / "submitted" / student / name).items()}
+        digest = grading.digest(submitted)
+        before = record.read_status(course, name, student)
+        if before and before.get("digest") == digest and before.get("state") == "graded" and not args.force:
+            print(f"already graded: {student} (same submission; --force grades it again)")
+            continue
+        timestamp = submitted.pop("timestamp.txt", b"").decode(errors="replace").strip() or None
+        jobs.append((grading.Job(name, student, definition, submitted, overwrite, config, timestamp,
+                                 notes.get(student, [])), digest))
+    if jobs and config.Sandbox.enabled:
+        from .sandbox import unavailable
+
+        if why := unavailable():
+            raise Failure(f"cannot sandbox the students' kernels: {why}. Refusing to run student code "
+                          "unconfined; `--unsafe-no-sandbox` does (only for code you trust)")
+    elif jobs:
+        print("autograder: WARNING: --unsafe-no-sandbox: student code runs as you, unconfined", file=sys.stderr)
+    digests = {job.student: digest for job, digest in jobs}
+    count = iter(range(1, len(jobs) + 1))
+
+    def merge(job, result) -> None:  # the one writer: each result recorded as soon as it arrives
+        with gradebook(course) as gb:
+            done = record.record(course, gb, result, job.files, job.overwrite, digests[job.student])
+        from tqdm import tqdm
+
+        tqdm.write(f"[{next(count)}/{len(jobs)}] {job.student}: {done['score']:g} of {done['max_score']:g} "
+                   f"({result.seconds:.1f} s){' - ' + '; '.join(result.reasons) if result.reasons else ''}",
+                   file=sys.stdout)
+        sys.stdout.flush()
+
+    from . import executors
+
+    executors.run([job for job, _ in jobs], merge, workers=args.workers, scheduler=args.scheduler)
+    summary(course, name, sorted(found))
+    for p in problems:
+        print(f"autograder: {p}", file=sys.stderr)
+    unreadable = [s for s, c in found.items() if not c]
+    if unreadable:
+        raise Failure(f"{len(unreadable)} submission(s) could not be read: {', '.join(unreadable)} (scored 0)")
+    return 0
+
+
+def summary(course: Path, name: str, students: list[str]) -> None:
+    """Print each student's score, and what grading said about it (why points are missing)."""
+    from nbgrader.api import MissingEntry
+
+    from . import record
+
+    with gradebook(course) as gb:
+        max_score = gb.find_assignment(name).max_score
+        print(f"\n{'student':<24} {'score':>7} {'max':>7}  notes")
+        for student in students:
+            status = record.read_status(course, name, student) or {}
+            try:
+                sub = gb.find_submission(name, student)
+                score, needs_manual = sub.score, sub.needs_manual_grade
+            except MissingEntry:
+                score, needs_manual = 0.0, False
+            notes = list(status.get("reasons", []))
+            if status.get("state") not in ("graded", None):
+                notes.insert(0, status["state"])
+            elif not status:
+                notes.insert(0, "not graded")
+            if needs_manual:
+                notes.append("needs manual grading")
+            print(f"{student:<24} {score:>7.1f} {max_score:>7.1f}  {'; '.join(notes)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,7 +463,8 @@ def cmd_feedback(args: argparse.Namespace) -> None:
     require_released(course, name)
     if not list((course / "autograded").glob(f"*/{name}")):
         raise Failure(f"nothing autograded for {name} in {course}: run autograde first")
-    status = nbgrader(course, "generate_feedback", name, *(["--force"] if args.force else []))
+    status = nbgrader(course, "generate_feedback", name, *(["--force"] if args.force else []),
+                      *([f"--student={args.student}"] if args.student else []))
     if status:
         raise Failure(f"nbgrader generate_feedback {name} failed (exit {status}): see its log above")
     html = sorted((course / "feedback").glob(f"*/{name}/*.html"))
@@ -406,6 +497,12 @@ def cmd_status(args: argparse.Namespace) -> None:
         released = "yes" if (course / "release" / name).is_dir() else "no"
         print(f"{name:<28} {released:>8} {count('submitted', name):>9} {count('autograded', name):>10} "
               f"{manual.get(name, 0):>8} {count('feedback', name):>8}")
+    for name in [known(n) for n in args.assignments]:
+        require_released(course, name)
+        students = sorted({p.stem for p in (course / "grading" / name).glob("*.json")}
+                          | {p.parent.name for p in (course / "submitted").glob(f"*/{name}")})
+        print(f"\n{name}:", end="")
+        summary(course, name, students)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -442,19 +539,44 @@ def parser() -> argparse.ArgumentParser:
     some_or_all(p)
     p.add_argument("--released", action="store_true", help="check the released notebook(s) instead")
     p = command("autograde", cmd_autograde,
-                "Copy a folder of submissions into submitted/, then nbgrader autograde --create.")
+                "Copy a folder of submissions into submitted/, then grade each one in the sandbox "
+                "(nbgrader's preprocessors) into the gradebook.")
     p.add_argument("assignment")
-    p.add_argument("submissions",
-                   help="folder of <student_id>/<assignment>.ipynb or <student_id>/<assignment>/*.ipynb")
+    p.add_argument("submissions", nargs="?",
+                   help="folder (or .zip) of <student_id>/<assignment>.ipynb or <student_id>/<assignment>/*.ipynb, "
+                        "collected first; without it, what `collect` put into submitted/ is graded")
+    p.add_argument("--pattern", metavar="REGEX", help="as for `collect`: an LMS download's file names")
     p.add_argument("--force", action="store_true",
                    help="replace changed submissions (the old copy goes to superseded/) and regrade "
                         "this folder's students; manual grades are kept")
-    p = command("feedback", cmd_feedback, "nbgrader generate_feedback: one HTML file per student in feedback/ "
-                "(it shows the hidden tests: nbgrader does so by design).")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+                   help="grade N submissions at once on this machine (default: its %(default)s cores)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                   help="grade on the Dask distributed cluster whose scheduler is there (see README)")
+    p.add_argument("--unsafe-no-sandbox", action="store_true",
+                   help="run the students' kernels without bubblewrap, as you, unconfined (only where "
+                        "bwrap cannot run, and only for code you trust)")
+    p = command("collect", cmd_collect,
+                "Copy submissions from a folder or an LMS download (.zip) into submitted/, reporting wrong "
+                "names, duplicates, unreadable notebooks and late submissions.")
+    p.add_argument("assignment")
+    p.add_argument("source", help="folder or .zip: <student_id>/<assignment>.ipynb, <student_id>/<assignment>/*, "
+                                  "or files named after the student (--pattern)")
+    p.add_argument("--pattern", metavar="REGEX",
+                   help="regular expression with the groups student_id and file_id (and optionally timestamp) "
+                        "matched against each file name of an LMS download (nbgrader's FileNameCollectorPlugin), "
+                        r"e.g. '(?P<student_id>\w+)_(?P<timestamp>[0-9T:-]+)_(?P<file_id>\w+)'")
+    p.add_argument("--force", action="store_true",
+                   help="replace changed submissions (the old copy goes to superseded/)")
+    p = command("feedback", cmd_feedback, "nbgrader generate_feedback: one HTML file per student in feedback/: "
+                "each test's name, result, points and error message, never the hidden tests' code.")
     p.add_argument("assignment")
     p.add_argument("--force", action="store_true", help="regenerate existing feedback")
+    p.add_argument("--student", metavar="ID", help="only this student's feedback")
     p = command("export", cmd_export, "nbgrader export: a CSV of every student's grade per assignment.")
     p.add_argument("--to", metavar="CSV", help="where to write (default: <course folder>/grades.csv)")
-    command("status", cmd_status, "Count released, submitted, autograded, to-grade and feedback per assignment.")
+    p = command("status", cmd_status, "Count released, submitted, autograded, to-grade and feedback per "
+                "assignment; with assignment names, each student's score and why points are missing.")
+    p.add_argument("assignments", nargs="*", metavar="assignment", help="assignment(s) to list per student")
 
     return main

@@ -8,11 +8,14 @@ and formgrader started from the course folder use the same configuration.
 """
 
 import os
+import sys
 from pathlib import Path
 
 c = get_config()  # noqa: F821  (injected by traitlets when it loads this file)
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # nbgrader runs in the course folder: make `autograder` importable
+    sys.path.insert(0, str(REPO))
 
 c.CourseDirectory.course_id = "dcv-cnn"
 c.CourseDirectory.root = str(Path(os.environ.get("DCV_COURSE_DIR") or REPO / "_course").resolve())
@@ -31,9 +34,36 @@ c.ExecutePreprocessor.timeout = 600
 # scores 0): the kernels inherit this environment from the nbgrader process.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-# nbgrader autograde copies every file of the source folder over the student's files. The models that
-# the solutions' own runs save next to them must never replace the model a student hands in.
+# The files students hand in beside the notebook, declared here once: the solutions' own runs save
+# them next to the source (gitignored), `release` keeps them out of release/, grading never copies
+# them over a student's (nbgrader's meaning of this setting), and the tests read them from here.
 c.Autograde.exclude_overwriting = {
     "ex09_mnist": ["mnist_model.keras"],
     "ex10_transfer_learning": ["transfer_model.keras"],
 }
+
+# The sandbox of every autograding kernel (autograder/sandbox.py): bubblewrap, its own user id, no
+# network, a read-only system, and these limits per notebook. `autograde` refuses to run where bwrap
+# cannot, unless given --unsafe-no-sandbox.
+c.Sandbox.memory_mb = 4096        # resident memory of all its processes together (then killed)
+c.Sandbox.address_space_mb = 16384  # address space per process (TensorFlow reserves a lot)
+c.Sandbox.cpu_seconds = 1800      # CPU time of the kernel process
+c.Sandbox.cell_timeout = 600      # wall time per cell (then interrupted; the next cells still run)
+c.Sandbox.notebook_timeout = 1800  # wall time per notebook (then killed; the cells not run score 0)
+c.Sandbox.processes = 512         # processes and threads
+c.Sandbox.output_mb = 5.0         # output kept per notebook (the rest is dropped)
+c.Sandbox.file_mb = 1024          # largest file a notebook may write
+c.Sandbox.tmp_mb = 256            # its private /tmp
+
+# Feedback shows each test's name, result, points and error message, never the hidden tests' code
+# nor tracebacks (nbgrader shows both by default, jupyter/nbgrader#917).
+c.GenerateFeedback.preprocessors = [
+    "nbgrader.preprocessors.GetGrades",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+    "autograder.feedback.HideHiddenTests",
+]
+
+# A course folder's own settings (e.g. shorter limits for a test class) come last.
+_local = Path(c.CourseDirectory.root) / "autograder_config.py"
+if _local.is_file():
+    exec(compile(_local.read_text(), str(_local), "exec"), {"c": c})

@@ -11,7 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 EX02 = "ex02_params_memory"
-COMMANDS = ["release", "validate", "autograde", "feedback", "export", "status"]
+COMMANDS = ["release", "validate", "collect", "autograde", "feedback", "export", "status"]
 
 
 def cli(*args: str, course: Path) -> subprocess.CompletedProcess:
@@ -66,7 +66,7 @@ def test_empty_submissions_folder(tmp_path):
     (tmp_path / "other" / "alice" / "ex03.ipynb").write_text("{}")
     result = cli("autograde", EX02, str(tmp_path / "other"), course=tmp_path / "course")
     assert "no gradable submission" in one_line_error(result)
-    assert f"autograder: alice: no {EX02}.ipynb or {EX02}/*.ipynb: skipped" in result.stderr
+    assert f"autograder: alice: no {EX02}.ipynb or {EX02}/*.ipynb (found ex03.ipynb): skipped" in result.stderr
 
 
 def test_only_unreadable_submissions(tmp_path):

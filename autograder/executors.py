@@ -1,0 +1,68 @@
+"""Where grading jobs run: in this process, a pool of local processes, or Dask distributed workers.
+
+The job function is `grading.grade` everywhere; results come back as data and `on_result` (the one
+writer, in this process) records each as soon as it arrives, so an interrupted run keeps them all.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
+from .grading import Job, Result, grade
+
+
+def failed(job: Job, exc: BaseException) -> Result:
+    """The result of a job whose worker failed (it is graded again by the next run)."""
+    return Result(job.assignment, job.student, failed=True, timestamp=job.timestamp,
+                  reasons=[f"grading failed on its worker: {type(exc).__name__}: {exc}"])
+
+
+def run(jobs: list[Job], on_result: Callable[[Job, Result], None], workers: int = 1,
+        scheduler: str | None = None) -> None:
+    """Grade every job, serially, on `workers` local processes, or on the Dask cluster at `scheduler`."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(jobs), unit="submission", file=sys.stderr, disable=None, leave=False)
+
+    def done(job: Job, result: Result) -> None:
+        on_result(job, result)
+        bar.update()
+
+    try:
+        if scheduler:
+            from distributed import Client
+            from distributed import as_completed as dask_completed
+
+            with Client(scheduler, timeout="30s") as client:
+                futures = {client.submit(grade, job, pure=False, key=f"grade-{job.assignment}-{job.student}-{i}"): job
+                           for i, job in enumerate(jobs)}
+                for future in dask_completed(futures):
+                    job = futures[future]
+                    try:
+                        result = future.result()
+                    except Exception as exc:  # noqa: BLE001 - a lost worker: recorded, retried next run
+                        result = failed(job, exc)
+                    done(job, result)
+        elif workers > 1 and len(jobs) > 1:
+            context = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+                futures = {pool.submit(grade, job): job for job in jobs}
+                try:
+                    for future in as_completed(futures):
+                        job = futures[future]
+                        try:
+                            result = future.result()
+                        except Exception as exc:  # noqa: BLE001 - a worker process died
+                            result = failed(job, exc)
+                        done(job, result)
+                except BaseException:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
+        else:
+            for job in jobs:
+                done(job, grade(job))
+    finally:
+        bar.close()

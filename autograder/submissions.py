@@ -1,0 +1,107 @@
+"""Find each student's submission in a folder of collected work, and say what is wrong with it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+COPY_IGNORE = (".ipynb_checkpoints", "__pycache__", "*.pyc", "feedback")
+
+
+def notebook_problem_text(data: bytes) -> str | None:
+    """Why some bytes are not a readable notebook, or None."""
+    import warnings
+
+    import nbformat
+
+    try:
+        text = data.decode("utf-8")
+        json.loads(text)
+    except UnicodeDecodeError:
+        return "not UTF-8 text"
+    except json.JSONDecodeError as exc:
+        return f"not valid notebook JSON ({exc.msg} at line {exc.lineno})"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. duplicate cell ids, which nbformat renumbers
+            nb = nbformat.reads(text, as_version=4)
+        if not isinstance(nb.get("cells"), list):
+            raise ValueError("no cells")
+    except Exception as exc:  # noqa: BLE001 - nbformat raises several kinds
+        return f"not a Jupyter notebook ({type(exc).__name__})"
+    return None
+
+
+def notebook_problem(path: Path) -> str | None:
+    """Why a file is not a readable notebook, or None."""
+    return notebook_problem_text(path.read_bytes())
+
+
+def files(folder: Path) -> dict[str, Path]:
+    """Relative path -> path of every file under folder, leaving out COPY_IGNORE."""
+    ignore = shutil.ignore_patterns(*COPY_IGNORE)
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        skipped = ignore(dirpath, dirnames + filenames)
+        dirnames[:] = sorted(d for d in dirnames if d not in skipped)
+        for f in filenames:
+            if f not in skipped and os.path.isfile(os.path.join(dirpath, f)):
+                out[os.path.relpath(os.path.join(dirpath, f), folder)] = Path(dirpath, f)
+    return out
+
+
+def same(a: dict[str, Path], b: dict[str, Path]) -> bool:
+    """Whether two file sets have the same names and contents."""
+    return a.keys() == b.keys() and all(a[k].read_bytes() == b[k].read_bytes() for k in a)
+
+
+def other_exercise(file_name: str, name: str) -> bool:
+    """Whether a notebook's name says it is another exercise than `name` (`ex03.ipynb` for ex02_...)."""
+    number = lambda text: re.match(r"(?i)ex(?:ercise)?[ _-]*0*(\d+)", text)  # noqa: E731
+    theirs, ours = number(file_name), number(name)
+    return bool(theirs and ours and theirs.group(1) != ours.group(1))
+
+
+def find_submissions(folder: Path, name: str, expected: list[str]
+                     ) -> tuple[dict[str, dict[str, Path]], list[str], dict[str, list[str]]]:
+    """Each student's files (relative path in submitted/<student>/<name>/ -> file), problems, notes.
+
+    `expected` are the assignment's notebook file names. A student whose notebook cannot be read maps
+    to {}: reported, not copied, scored 0. A single notebook under another name is taken as the
+    assignment's (when it has one notebook), and a note says so.
+    """
+    found, problems, notes = {}, [], {}
+    for student_dir in sorted(p for p in folder.iterdir() if p.is_dir() and p.name[0] not in "._"):
+        student = student_dir.name
+        nested, flat = student_dir / name, student_dir / f"{name}.ipynb"
+        loose = sorted(p for p in student_dir.glob("*.ipynb") if p.is_file())
+        if nested.is_dir() and list(nested.glob("*.ipynb")):
+            content = files(nested)
+        elif flat.is_file() and len(expected) == 1:
+            content = {expected[0]: flat}
+        elif len(loose) == 1 and len(expected) == 1 and not other_exercise(loose[0].name, name):
+            content = {expected[0]: loose[0]}
+        else:
+            seen = ", ".join(p.name for p in loose)
+            problems.append(f"{student}: no {name}.ipynb or {name}/*.ipynb"
+                            f"{f' (found {seen})' if seen else ''}: skipped")
+            continue
+        if not re.fullmatch(r"[\w.@+-]+", student):
+            problems.append(f"{student!r}: not a usable student id (letters, digits, . @ + - _): skipped")
+            continue
+        handed = [rel for rel in content if rel.endswith(".ipynb")]
+        if len(expected) == 1 and expected[0] not in content and len(handed) == 1:
+            content[expected[0]] = content.pop(handed[0])
+        for rel, path in content.items():
+            if rel in expected and path.name != rel:
+                notes.setdefault(student, []).append(f"notebook handed in as '{path.name}': graded as {rel}")
+        bad = [f"{path.name}: {why}" for rel, path in content.items()
+               if rel.endswith(".ipynb") and (why := notebook_problem(path))]
+        if bad:
+            problems.append(f"{student}: {'; '.join(bad)}: skipped, scored 0")
+            content = {}
+        found[student] = content
+    return found, problems, notes

@@ -1,0 +1,111 @@
+"""Time the grading of a generated class: serial, `--workers 2`, and a 2-worker Dask LocalCluster.
+
+The class: 40 submissions of exercise 2 (right, wrong in one part, untouched, a broken cell, in
+turn) and 10 of exercise 9 (the solved notebook and the reference model that the solution's own run
+saved; `--ex09 0` leaves them out). Each way of running grades the class in a fresh copy of a
+released course folder, through `python -m autograder autograde` as an instructor runs it; the
+grades of the three must be identical. Not a test: run it by hand (see benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
+
+import nbformat  # noqa: E402
+
+from test_grading import replace_in_cell, solve, source_nb  # noqa: E402
+
+EX02, EX09 = "ex02_params_memory", "ex09_mnist"
+
+
+def autograde(course: Path, name: str, folder: Path, *options: str) -> float:
+    """Run autograde; return its wall time in seconds."""
+    env = {k: v for k, v in os.environ.items() if k != "DCV_COURSE_DIR"}
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "autograder", "autograde", name, str(folder), "--course-dir",
+                           str(course), *options], cwd=REPO, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"autograde failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return time.monotonic() - started
+
+
+def grades(course: Path) -> dict:
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", course_id="dcv-cnn") as gb:
+        return {(a.name, s.student.id, g.name): g.auto_score for a in gb.assignments for s in a.submissions
+                for nb in s.notebooks for g in nb.grades}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ex02", type=int, default=40)
+    parser.add_argument("--ex09", type=int, default=10)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    model = REPO / "solutions" / EX09 / "mnist_model.keras"
+    if args.ex09 and not model.is_file():
+        raise SystemExit(f"{model.relative_to(REPO)} is missing: run the solution notebook once (it saves it), "
+                         "or pass --ex09 0")
+    work = Path(tempfile.mkdtemp(prefix="grading-benchmark-"))
+    template = work / "template"
+    names = [EX02] + ([EX09] if args.ex09 else [])
+    for name in names:
+        subprocess.run([sys.executable, "-m", "autograder", "release", name, "--no-check", "--course-dir",
+                        str(template)], cwd=REPO, check=True, capture_output=True)
+    release = nbformat.read(template / "release" / EX02 / f"{EX02}.ipynb", as_version=4)
+    right = solve(release, source_nb(EX02))
+    kinds = [right, replace_in_cell(right, "solution_training_bytes", "math.prod(input_shape) + ", ""), release,
+             replace_in_cell(right, "solution_conv_params", "return (kernel", "return 1 / 0 + (kernel")]
+    classes = {EX02: work / "class_ex02", EX09: work / "class_ex09"}
+    for i in range(args.ex02):
+        (classes[EX02] / f"s{i:03d}").mkdir(parents=True)
+        nbformat.write(kinds[i % len(kinds)], classes[EX02] / f"s{i:03d}" / f"{EX02}.ipynb")
+    if args.ex09:
+        solved = solve(nbformat.read(template / "release" / EX09 / f"{EX09}.ipynb", as_version=4), source_nb(EX09))
+        for i in range(args.ex09):
+            folder = classes[EX09] / f"m{i:03d}" / EX09
+            folder.mkdir(parents=True)
+            nbformat.write(solved, folder / f"{EX09}.ipynb")
+            shutil.copy2(model, folder / model.name)
+
+    from distributed import LocalCluster
+
+    rows, results = [], {}
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        ways = {"serial": ["--workers", "1"], "--workers 2": ["--workers", "2"],
+                "Dask LocalCluster (2 workers)": ["--scheduler", cluster.scheduler_address]}
+        for way, options in ways.items():
+            course = work / way.split()[0].strip("-")
+            shutil.copytree(template, course)
+            times = {name: autograde(course, name, classes[name], *options) for name in names}
+            results[way] = grades(course)
+            rows.append((way, times))
+    assert results["serial"] == results["--workers 2"] == results["Dask LocalCluster (2 workers)"], "grades differ"
+    serial = sum(rows[0][1].values())
+    print(f"\n| way | ex02: {args.ex02} notebooks (s) | ex09: {args.ex09} notebooks (s) | total (s) | speed-up |")
+    print("|---|---|---|---|---|")
+    for way, times in rows:
+        total = sum(times.values())
+        print(f"| {way} | {times[EX02]:.1f} | {times.get(EX09, 0):.1f} | {total:.1f} | {serial / total:.2f}x |")
+    print(f"\nper notebook, serial: ex02 {rows[0][1][EX02] / args.ex02:.2f} s"
+          + (f", ex09 {rows[0][1][EX09] / args.ex09:.2f} s" if args.ex09 else "") + "; grades identical in all three")
+    if args.json:
+        Path(args.json).write_text(json.dumps({way: times for way, times in rows}, indent=1))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

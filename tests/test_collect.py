@@ -1,0 +1,77 @@
+"""`python -m autograder collect`: an LMS download (zip) sorted into submitted/, every problem reported.
+
+No kernel runs: exercise 2 is released (without validation) into a temporary course folder, its due
+date set, then a zip of files named `<student>_<timestamp>_<file>` is collected.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from test_grading import EX02, cli, solve, source_nb
+
+PATTERN = r"(?P<student_id>[a-z]+)_(?P<timestamp>\d{8}T\d{6})_(?P<file_id>[\w ]+)\.ipynb"
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory):
+    course = tmp_path_factory.mktemp("collect_course")
+    assert cli("release", EX02, "--no-check", course=course).returncode == 0
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", course_id="dcv-cnn") as gb:
+        gb.update_or_create_assignment(EX02, duedate="2026-12-01 00:00:00 UTC")
+    release = nbformat.read(course / "release" / EX02 / f"{EX02}.ipynb", as_version=4)
+    right, blank = nbformat.writes(solve(release, source_nb(EX02))), nbformat.writes(release)
+    archive = tmp_path_factory.mktemp("lms") / "download.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr(f"ann_20261130T100000_{EX02}.ipynb", blank)       # first try, on time
+        zf.writestr(f"ann_20261202T090000_{EX02}.ipynb", right)       # second try, late: kept
+        zf.writestr(f"ben_20261130T120000_{EX02}.ipynb", '{"cells": [')  # not JSON
+        zf.writestr("cas_20261130T080000_Exercise 2.ipynb", right)    # another name
+        zf.writestr("README.txt", "exported by the LMS")               # matches no student
+    result = cli("collect", EX02, str(archive), "--pattern", PATTERN, course=course)
+    return course, result
+
+
+def test_lms_zip_is_sorted_into_submitted(collected):
+    """Is each student's newest file copied into submitted/<student>/<assignment>/, with its timestamp?"""
+    course, result = collected
+    ann = course / "submitted" / "ann" / EX02
+    assert (ann / "timestamp.txt").read_text().strip() == "20261202T090000"
+    assert "YOUR CODE HERE" not in (ann / f"{EX02}.ipynb").read_text()  # the later (solved) file
+    assert (course / "submitted" / "cas" / EX02 / f"{EX02}.ipynb").is_file()
+    assert not (course / "submitted" / "ben").exists()
+
+
+def test_every_problem_is_reported(collected):
+    """Are the duplicate, the late one, the unreadable one, the renamed one and the stray file all reported?"""
+    course, result = collected
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    err = result.stderr
+    assert f"ann: ann_20261130T100000_{EX02}.ipynb and ann_20261202T090000_{EX02}.ipynb are both " \
+           f"{EX02}.ipynb: kept ann_20261202T090000_{EX02}.ipynb (the later one)" in err
+    assert "README.txt: does not match --pattern" in err
+    assert f"ben: {EX02}.ipynb: not valid notebook JSON" in err
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.split()}
+    assert "late: submitted 2026-12-02 09:00, 33.0 h after the due date" in lines["ann"]
+    assert "notebook handed in as 'Exercise 2.ipynb'" in lines["cas"]
+    assert "unreadable" in lines["ben"]
+    assert json.loads((course / "collect" / EX02 / "ann.json").read_text())[0].startswith("late:")
+    assert err.rstrip().splitlines()[-1] == "autograder: error: 1 submission(s) could not be read: ben (scored 0)"
+
+
+def test_unsafe_zip_is_refused(tmp_path):
+    """Is a zip with a path leading outside its folder refused in one line, before anything is copied?"""
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("../../escaped.ipynb", "{}")
+    result = cli("collect", EX02, str(archive), course=tmp_path / "course")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "holds a path outside its folder: '../../escaped.ipynb'" in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path.parent / "escaped.ipynb").exists()

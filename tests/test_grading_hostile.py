@@ -1,0 +1,338 @@
+"""Hostile and broken submissions of exercise 2, graded in one `autograde` run, each as intended.
+
+Every kernel runs in the sandbox (autograder/sandbox.py) with the short limits of this class
+(`autograder_config.py` in the course folder). Each student below is the correct solution plus one
+hostile or broken change; the table gives the automatic points expected (of 15) and why.
+
+| student | what it does | expected |
+|---|---|---|
+| right | the solution | 15 |
+| loop | a cell that loops forever, ignoring interrupts | 12: cell timed out, then the notebook limit killed it |
+| memhog | allocates 6 GiB | 15: MemoryError in its own cell, stated |
+| memforks | 3 forked children holding 200 MB each | 12: killed at the notebook's memory limit |
+| killer | `os.kill(-1, SIGKILL)` | 6: kernel died; the cells after it score 0 |
+| forkbomb | forks until refused | 15: fork refused at the process limit |
+| network | DNS, the Internet, the grader's loopback | 15: all unreachable |
+| snoop | reads and writes the course, solutions, other students | 15: none of it is visible |
+| tamper_edit | wrong conv_params, its tests replaced by `pass`, points edited | 4: tests and points restored |
+| tamper_delete | deletes the locked setup cell and two test cells | 15: restored and run, stated |
+| invalid_json | not JSON | 0: not a notebook, stated |
+| wrong_name | a single notebook under another name | 15: graded, the name stated |
+| duplicate | duplicated cells and cell ids (a wrong copy first) | 15: the last copy graded, stated |
+| huge_output | prints 6 MB | 15: output capped, stated |
+| warns | every function writes to stderr | 15 (nbgrader gives 0) |
+| fool | returns an int subclass whose == is always true | 0 (it used to get 12) |
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from test_grading import REPO, cli, replace_in_cell, scores, solve, source_nb
+
+EX02 = "ex02_params_memory"
+SOURCE = REPO / "solutions" / EX02 / f"{EX02}.ipynb"
+LIMITS = """\
+c.Sandbox.cell_timeout = 8
+c.Sandbox.notebook_timeout = 25
+c.Sandbox.memory_mb = 512
+c.Sandbox.address_space_mb = 1024
+c.Sandbox.processes = 64
+c.Sandbox.output_mb = 1.0
+"""
+EXPECTED = {"right": 15, "loop": 12, "memhog": 15, "memforks": 12, "killer": 6, "forkbomb": 15, "network": 15,
+            "snoop": 15, "tamper_edit": 4, "tamper_delete": 15, "invalid_json": 0, "wrong_name": 15,
+            "duplicate": 15, "huge_output": 15, "warns": 15, "fool": 0}
+
+pytestmark = pytest.mark.slow
+
+
+def grade_id(cell) -> str | None:
+    return cell.metadata.get("nbgrader", {}).get("grade_id")
+
+
+def index_of(nb, gid: str) -> int:
+    return next(i for i, c in enumerate(nb.cells) if grade_id(c) == gid)
+
+
+def insert_after(nb, gid: str, code: str):
+    """A copy of the notebook with a plain code cell added after the cell `gid`."""
+    nb = copy.deepcopy(nb)
+    nb.cells.insert(index_of(nb, gid) + 1, nbformat.v4.new_code_cell(code))
+    return nb
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory) -> Path:
+    course = tmp_path_factory.mktemp("hostile_course")
+    (course / "autograder_config.py").write_text(LIMITS)
+    result = cli("release", EX02, "--no-check", course=course)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return course
+
+
+@pytest.fixture(scope="module")
+def listener():
+    """A TCP server on the grader's loopback that no sandboxed kernel may reach."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(5)
+    server.setblocking(False)
+    yield server
+    server.close()
+
+
+def hostile_class(course: Path, folder: Path, port: int) -> dict[str, object]:
+    """The notebooks of the module docstring's class, by student."""
+    release = nbformat.read(course / "release" / EX02 / f"{EX02}.ipynb", as_version=4)
+    right = solve(release, source_nb(EX02))
+    nbs: dict[str, object] = {"right": right}
+    nbs["loop"] = insert_after(right, "test_inference_bytes_hidden", (
+        "import time\nwhile True:\n    try:\n        time.sleep(0.2)\n    except KeyboardInterrupt:\n        pass"))
+    nbs["memhog"] = insert_after(right, "solution_inference_bytes", "hog = bytearray(6 * 1024 ** 3)")
+    nbs["memforks"] = insert_after(right, "test_inference_bytes_hidden", (
+        "import os, time\n"
+        "for _ in range(3):\n"
+        "    if os.fork() == 0:\n"
+        "        block = b'x' * (200 * 1024 ** 2)\n"
+        "        time.sleep(60)\n"
+        "        os._exit(0)\n"
+        "time.sleep(20)"))
+    nbs["killer"] = insert_after(right, "solution_cnn_params", (
+        "import os, signal\ntry:\n    os.kill(-1, signal.SIGKILL)  # every process it may signal\n"
+        "except ProcessLookupError:\n    print('kill -1: no other process in view')\n"
+        "os.kill(os.getpid(), signal.SIGKILL)"))
+    nbs["forkbomb"] = insert_after(right, "solution_training_bytes", (
+        "import os, time\nchildren = 0\ntry:\n    while children < 5000:\n        if os.fork() == 0:\n"
+        "            time.sleep(30)\n            os._exit(0)\n        children += 1\n"
+        "except OSError as exc:\n    print('fork refused after', children, 'children:', type(exc).__name__)"))
+    nbs["network"] = insert_after(right, "solution_training_bytes", (
+        "import socket\n"
+        "for what, address in [('internet', ('pypi.org', 443)), ('grader loopback', ('127.0.0.1', %d))]:\n"
+        "    try:\n"
+        "        socket.create_connection(address, timeout=3).close()\n"
+        "        print('REACHED', what)\n"
+        "    except OSError as exc:\n"
+        "        print('blocked', what, type(exc).__name__)") % port)
+    targets = {"source notebook": str(SOURCE), "gradebook": str(course / "gradebook.db"),
+               "release": str(course / "release" / EX02 / f"{EX02}.ipynb"),
+               "other student (submitted)": str(course / "submitted" / "right" / EX02 / f"{EX02}.ipynb"),
+               "other student (collected)": str(folder / "right" / f"{EX02}.ipynb"),
+               "course config": str(course / "nbgrader_config.py")}
+    nbs["snoop"] = insert_after(right, "solution_training_bytes", (
+        "import os, sqlite3\n"
+        f"targets = {targets!r}\n"
+        "for what, path in targets.items():\n"
+        "    try:\n"
+        "        open(path, 'rb').read(10)\n"
+        "        print('LEAK read', what)\n"
+        "    except OSError as exc:\n"
+        "        print('blocked read', what, type(exc).__name__)\n"
+        "    try:\n"
+        "        with open(path, 'ab') as fh:\n"
+        "            fh.write(b'x')\n"
+        "        print('LEAK write', what)\n"
+        "    except OSError as exc:\n"
+        "        print('blocked write', what, type(exc).__name__)\n"
+        "try:\n"
+        "    db = sqlite3.connect(targets['gradebook'])\n"
+        "    db.execute('update grade set manual_score = 13000')\n"
+        "    db.commit()\n"
+        "    print('LEAK gradebook rewritten')\n"
+        "except Exception as exc:\n"
+        "    print('blocked gradebook', type(exc).__name__)\n"
+        "import sys\n"
+        "skip = ('/proc', '/usr', '/sys', sys.prefix, sys.base_prefix, os.getcwd())\n"
+        "found = []\n"
+        "for d, dirs, fs in os.walk('/'):\n"
+        "    dirs[:] = [x for x in dirs if not os.path.join(d, x).startswith(skip)]\n"
+        "    found += [os.path.join(d, f) for f in fs if f.endswith(('.ipynb', '.db'))]\n"
+        "print('notebooks and databases in view:', found)"))
+    wrong = replace_in_cell(right, "solution_conv_params", " + 1) * filters", ") * filters")
+    for gid in ("test_conv_params_visible", "test_conv_params_hidden"):
+        wrong.cells[index_of(wrong, gid)].source = "pass"
+    wrong.cells[index_of(wrong, "test_conv_params_hidden")].metadata.nbgrader["points"] = 100
+    nbs["tamper_edit"] = wrong
+    deleted = copy.deepcopy(right)
+    deleted.cells = [c for c in deleted.cells
+                     if grade_id(c) not in ("setup_imports", "test_cnn_params_visible", "test_cnn_params_hidden")]
+    nbs["tamper_delete"] = deleted
+    nbs["wrong_name"] = right
+    dup = copy.deepcopy(right)
+    i = index_of(dup, "solution_conv_params")
+    first = copy.deepcopy(dup.cells[i])
+    first.source = first.source.replace(" + 1) * filters", ") * filters")
+    dup.cells.insert(i, first)
+    j = index_of(dup, "test_conv_params_hidden")
+    dup.cells.insert(j + 1, copy.deepcopy(dup.cells[j]))
+    nbs["duplicate"] = dup
+    nbs["huge_output"] = insert_after(right, "solution_conv_params", "for _ in range(6):\n    print('x' * 1024 ** 2)")
+    warns = copy.deepcopy(right)
+    for cell in warns.cells:
+        if grade_id(cell, ) and grade_id(cell).startswith("solution_") and cell.cell_type == "code":
+            head, _, body = cell.source.partition('"""\n')
+            cell.source = head + '"""\n    import sys\n    print("note: slow", file=sys.stderr)\n' + body
+    nbs["warns"] = warns
+    fool = copy.deepcopy(right)
+    fool_code = ("class Fool(int):\n    def __eq__(self, other):\n        return True\n"
+                 "    def __ne__(self, other):\n        return False\n    __hash__ = int.__hash__\n\n\n"
+                 "conv_output_size = lambda *a, **k: Fool(0)\nconv_params = lambda *a, **k: Fool(0)\n"
+                 "feature_map_shapes = lambda shape, layers: [(Fool(0), Fool(0), Fool(0)) for _ in layers]\n"
+                 "cnn_params = lambda *a, **k: Fool(0)\ninference_bytes = lambda *a, **k: Fool(0)\n"
+                 "training_bytes = lambda *a, **k: Fool(0)\n")
+    for cell in fool.cells:  # each answer replaced by one that returns fools
+        if (grade_id(cell) or "").startswith("solution_") and cell.cell_type == "code":
+            cell.source = fool_code if grade_id(cell) == "solution_conv_output_size" else "pass"
+    nbs["fool"] = fool
+    return nbs
+
+
+@pytest.fixture(scope="module")
+def graded(course, listener, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hostile_collected")
+    for student, nb in hostile_class(course, folder, listener.getsockname()[1]).items():
+        (folder / student).mkdir()
+        name = "Exercise 2 (final).ipynb" if student == "wrong_name" else f"{EX02}.ipynb"
+        # json, not nbformat.write, which would renumber the duplicate cell ids
+        (folder / student / name).write_text(json.dumps(nb, indent=1))
+    (folder / "invalid_json").mkdir()
+    (folder / "invalid_json" / f"{EX02}.ipynb").write_text('{"cells": [')
+    started = time.monotonic()
+    result = cli("autograde", EX02, str(folder), "--workers", "2", course=course, timeout=900)
+    return {"result": result, "folder": folder, "seconds": time.monotonic() - started}
+
+
+def summary_rows(stdout: str) -> dict[str, str]:
+    """Each student's line of the summary table."""
+    return {line.split()[0]: line for line in stdout.splitlines() if line.split()[:1] and line.split()[0] in EXPECTED}
+
+
+def outputs(course: Path, student: str) -> str:
+    nb = nbformat.read(course / "autograded" / student / EX02 / f"{EX02}.ipynb", as_version=4)
+    return "\n".join(o.get("text", "") + o.get("evalue", "") for c in nb.cells if c.cell_type == "code"
+                     for o in c.outputs)
+
+
+def test_every_hostile_submission_gets_its_expected_score(graded, course):
+    """Does each submission of the hostile class get the automatic points of the table, in one run?"""
+    result = graded["result"]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    got = scores(course, EX02)
+    assert {s: got.get(s, 0.0) for s in EXPECTED} == {s: float(v) for s, v in EXPECTED.items()}, result.stdout[-6000:]
+    assert result.returncode == 1 and result.stderr.rstrip().splitlines()[-1] == (
+        "autograder: error: 1 submission(s) could not be read: invalid_json (scored 0)")
+
+
+def test_every_missing_point_has_a_reason(graded, course):
+    """Does the summary (and `status`) say, for each student who lost points, why?"""
+    rows = summary_rows(graded["result"].stdout)
+    reasons = {
+        "loop": ["timed out (8 s)", "notebook time limit in cell"],
+        "memhog": ["ran out of memory (MemoryError: 1024 MB per process)"],
+        "memforks": ["memory limit (512 MB for all its processes) in cell"],
+        "killer": ["the kernel died"],
+        "tamper_delete": ["deleted locked cell(s) restored and run: setup_imports, test_cnn_params_visible, "
+                          "test_cnn_params_hidden"],
+        "invalid_json": ["not valid notebook JSON"],
+        "wrong_name": ["notebook handed in as 'Exercise 2 (final).ipynb'"],
+        "duplicate": ["'solution_conv_params' appears more than once: the last copy was graded",
+                      "2 duplicate cell id(s) renumbered"],
+        "huge_output": ["output limit (1 MB) reached"],
+    }
+    for student, texts in reasons.items():
+        for text in texts:
+            assert text in rows[student], rows[student]
+    status = cli("status", EX02, course=course)
+    assert status.returncode == 0, status.stderr
+    assert summary_rows(status.stdout) == rows
+
+
+def test_the_batch_left_every_other_student_and_the_course_untouched(graded, course, listener):
+    """Did no kernel read or write another student's files or the gradebook, or reach the network?"""
+    right = (graded["folder"] / "right" / f"{EX02}.ipynb").read_bytes()
+    assert (course / "submitted" / "right" / EX02 / f"{EX02}.ipynb").read_bytes() == right
+    snoop = outputs(course, "snoop")
+    assert "LEAK" not in snoop and snoop.count("blocked read") == 6 and snoop.count("blocked write") == 6
+    assert "notebooks and databases in view: []" in snoop
+    network = outputs(course, "network")
+    assert "REACHED" not in network and network.count("blocked") == 2
+    with pytest.raises(BlockingIOError):
+        listener.accept()
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", course_id="dcv-cnn") as gb:
+        manual = {g.manual_score for s in gb.find_assignment(EX02).submissions for n in s.notebooks for g in n.grades}
+        assert manual == {None}
+        assert gb.find_assignment(EX02).max_score == 18.0
+    assert "fork refused after" in outputs(course, "forkbomb")
+    assert (course / "autograded" / "huge_output" / EX02 / f"{EX02}.ipynb").stat().st_size < 2 * 1024 ** 2
+
+
+def test_feedback_shows_results_but_no_hidden_test_code(graded, course):
+    """Does feedback show each test's name, result, points and message, and none of the hidden tests' code?"""
+    result = cli("feedback", EX02, "--student", "tamper_edit", course=course)
+    assert result.returncode == 0, result.stdout + result.stderr
+    html = (course / "feedback" / "tamper_edit" / EX02 / f"{EX02}.html").read_text()
+    assert "test_conv_params_hidden: failed (0 of 1 point(s))" in html
+    assert "test_conv_output_size_hidden: passed (1 of 1 point(s))" in html
+    assert "lowest layer of the exercise: 2,800" in html  # the assertion message
+    graded_nb = (course / "autograded" / "tamper_edit" / EX02 / f"{EX02}.ipynb").read_text()
+    assert "180200" in graded_nb and "903400" in graded_nb  # hidden code, as graded
+    assert "180200" not in html and "903400" not in html
+    assert "BEGIN HIDDEN TESTS" not in html and "most recent call last" not in html
+
+
+def test_refuses_without_a_sandbox_unless_told(course, tmp_path):
+    """Without bwrap, is grading refused in one line, and does --unsafe-no-sandbox grade anyway?"""
+    (tmp_path / "late").mkdir()
+    release = nbformat.read(course / "release" / EX02 / f"{EX02}.ipynb", as_version=4)
+    nbformat.write(solve(release, source_nb(EX02)), tmp_path / "late" / f"{EX02}.ipynb")
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent)}
+    env.pop("DCV_COURSE_DIR", None)
+    run = lambda *extra: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "autograder", "autograde", EX02, str(tmp_path), "--course-dir", str(course), *extra],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    refused = run()
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1].startswith(
+        "autograder: error: cannot sandbox the students' kernels: `bwrap` is not installed")
+    unsafe = run("--unsafe-no-sandbox")
+    assert unsafe.returncode == 0, unsafe.stdout + unsafe.stderr
+    assert "--unsafe-no-sandbox: student code runs as you, unconfined" in unsafe.stderr
+    assert scores(course, EX02)["late"] == 15.0
+
+
+def test_kill_9_loses_nothing_and_a_rerun_resumes(course, tmp_path):
+    """After `kill -9` in the middle of a run, does a rerun keep what was recorded and grade the rest?"""
+    release = nbformat.read(course / "release" / EX02 / f"{EX02}.ipynb", as_version=4)
+    right = solve(release, source_nb(EX02))
+    students = ["resume_a", "resume_b"]
+    for student in students:
+        (tmp_path / student).mkdir()
+        nbformat.write(right, tmp_path / student / f"{EX02}.ipynb")
+    env = {k: v for k, v in os.environ.items() if k != "DCV_COURSE_DIR"}
+    proc = subprocess.Popen([sys.executable, "-m", "autograder", "autograde", EX02, str(tmp_path),
+                             "--course-dir", str(course), "--workers", "1"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    for line in proc.stdout:
+        if line.startswith("[1/2]"):
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert scores(course, EX02).get("resume_a") == 15.0
+    again = cli("autograde", EX02, str(tmp_path), course=course)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "already graded: resume_a" in again.stdout
+    assert "[1/1] resume_b: 15 of 18" in again.stdout
+    assert {s: scores(course, EX02)[s] for s in students} == {s: 15.0 for s in students}
