@@ -484,7 +484,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def cmd_status(args: argparse.Namespace) -> None:
     course = course_dir(args)
-    count = lambda step, name: len(list((course / step).glob(f"*/{name}")))  # noqa: E731
+    count = lambda step, name: len(list((course / step).glob(f"*/{name}")))
     manual = {}
     if (course / "gradebook.db").exists():
         with gradebook(course) as gb:

@@ -45,9 +45,9 @@ def by_pattern(files: list[Path], pattern: str, folder: Path, name: str, extensi
     Two files for the same student and file: the one with the later timestamp (else the later
     name) is kept, the other reported.
     """
-    from nbgrader.plugins import FileNameCollectorPlugin
-
     import logging
+
+    from nbgrader.plugins import FileNameCollectorPlugin
 
     quiet = logging.getLogger("autograder.collect")
     quiet.setLevel(logging.ERROR)  # a file that does not match is reported below, once
@@ -91,7 +91,7 @@ def late(timestamp: str | None, duedate: datetime.datetime | None) -> str | None
 
     try:
         when = parse_utc(timestamp)
-    except Exception:  # noqa: BLE001 - an unreadable timestamp is reported, not fatal
+    except Exception:
         return f"unreadable timestamp {timestamp!r}"
     due = duedate if duedate.tzinfo else duedate.replace(tzinfo=when.tzinfo)
     if when <= due:

@@ -43,7 +43,7 @@ def run(jobs: list[Job], on_result: Callable[[Job, Result], None], workers: int 
                     job = futures[future]
                     try:
                         result = future.result()
-                    except Exception as exc:  # noqa: BLE001 - a lost worker: recorded, retried next run
+                    except Exception as exc:
                         result = failed(job, exc)
                     done(job, result)
         elif workers > 1 and len(jobs) > 1:
@@ -55,7 +55,7 @@ def run(jobs: list[Job], on_result: Callable[[Job, Result], None], workers: int 
                         job = futures[future]
                         try:
                             result = future.result()
-                        except Exception as exc:  # noqa: BLE001 - a worker process died
+                        except Exception as exc:
                             result = failed(job, exc)
                         done(job, result)
                 except BaseException:

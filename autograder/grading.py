@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import copy
 import functools
-import itertools
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -23,13 +23,21 @@ from dataclasses import dataclass, field
 
 import nbformat
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbconvert.preprocessors import ClearMetadataPreprocessor
 from nbformat import NotebookNode
 from nbgrader import utils
-from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput, Execute, IgnorePattern,
-                                    LimitOutput, OverwriteCells, OverwriteKernelspec)
+from nbgrader.preprocessors import (
+    AssignLatePenalties,
+    CheckCellMetadata,
+    ClearOutput,
+    Execute,
+    IgnorePattern,
+    LimitOutput,
+    OverwriteCells,
+    OverwriteKernelspec,
+)
 from nbgrader.preprocessors import DeduplicateIds as NbgraderDeduplicateIds
 from nbgrader.preprocessors import SaveAutoGrades as NbgraderSaveAutoGrades
-from nbconvert.preprocessors import ClearMetadataPreprocessor
 from traitlets.config import Config
 
 from .sandbox import MB, Sandbox, SandboxedKernelManager, Watchdog
@@ -113,7 +121,7 @@ class RestoreCells(OverwriteCells):
     def add_missing_grade_cells(self, nb, resources):
         source_nb = self.gradebook.find_notebook(self.notebook_id, self.assignment_id)
         graded = {c.name: c.max_score for c in source_nb.grade_cells}
-        present = lambda: {c.metadata.get("nbgrader", {}).get("grade_id"): i  # noqa: E731
+        present = lambda: {c.metadata.get("nbgrader", {}).get("grade_id"): i
                            for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id")}
         source_cells = list(source_nb.source_cells)
         for index, source in enumerate(source_cells):
@@ -191,7 +199,7 @@ class SandboxedExecute(Execute):
         self._check_assign_resources(resources)
         dead = None
         with self.setup_kernel():
-            pid_of = lambda: getattr(getattr(self.km, "provisioner", None), "pid", None)  # noqa: E731
+            pid_of = lambda: getattr(getattr(self.km, "provisioner", None), "pid", None)
             watchdog = Watchdog(pid_of, self.uid, self.sandbox.memory_mb * MB, self.sandbox.notebook_timeout)
             watchdog.start()
             try:
@@ -371,7 +379,7 @@ def grade(job: Job, slot: int | None = None) -> Result:
                   for nb in job.definition["notebooks"])
         read_grades(url, job, result)
         result.failed = ran == 0
-    except Exception as exc:  # noqa: BLE001 - whatever happened, the batch goes on
+    except Exception as exc:
         result.failed = True
         result.reasons.append(f"grading failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     finally:
@@ -410,7 +418,7 @@ def grade_notebook(job: Job, name: str, work: str, runtime: str, url: str, uid: 
         for pp in (ClearOutput, DeduplicateIds, OverwriteKernelspec, RestoreCells, CheckCellMetadata):
             options = {"add_missing_cells": True} if pp is RestoreCells else {}
             nb, resources = pp(config=config, **options)(nb, resources)
-    except Exception as exc:  # noqa: BLE001 - a notebook nbgrader cannot make sense of
+    except Exception as exc:
         return zero(f"its grading metadata is broken ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
     result.reasons += [f"{name}.ipynb: {note}" for note in resources.pop("dcv_notes", [])]
     gradeable = {c.metadata["nbgrader"]["grade_id"] for c in nb.cells if utils.is_grade(c)}
@@ -419,7 +427,7 @@ def grade_notebook(job: Job, name: str, work: str, runtime: str, url: str, uid: 
     try:
         os.environ["NBGRADER_EXECUTION"] = "autograde"
         nb, resources = execute(nb, resources)
-    except Exception as exc:  # noqa: BLE001 - the kernel did not start, or worse
+    except Exception as exc:
         log = os.path.join(os.path.dirname(runtime), "kernel.log")
         said = open(log, errors="replace").read()[-2000:].strip().splitlines() if os.path.exists(log) else []
         return zero(f"could not be run ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-c = get_config()  # noqa: F821  (injected by traitlets when it loads this file)
+c = get_config()
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # nbgrader runs in the course folder: make `autograder` importable

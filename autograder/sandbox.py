@@ -147,7 +147,7 @@ class SandboxedKernelManager(AsyncKernelManager):
 
     async def _async_launch_kernel(self, kernel_cmd: list[str], **kw):
         """Start the kernel, its own console output going to `runtime`/../kernel.log (not ours)."""
-        log = open(os.path.join(os.path.dirname(self.runtime), "kernel.log"), "ab")  # noqa: SIM115
+        log = open(os.path.join(os.path.dirname(self.runtime), "kernel.log"), "ab")
         kw.update(stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
             return await super()._async_launch_kernel(kernel_cmd, **kw)

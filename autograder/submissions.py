@@ -30,7 +30,7 @@ def notebook_problem_text(data: bytes) -> str | None:
             nb = nbformat.reads(text, as_version=4)
         if not isinstance(nb.get("cells"), list):
             raise ValueError("no cells")
-    except Exception as exc:  # noqa: BLE001 - nbformat raises several kinds
+    except Exception as exc:
         return f"not a Jupyter notebook ({type(exc).__name__})"
     return None
 
@@ -60,7 +60,7 @@ def same(a: dict[str, Path], b: dict[str, Path]) -> bool:
 
 def other_exercise(file_name: str, name: str) -> bool:
     """Whether a notebook's name says it is another exercise than `name` (`ex03.ipynb` for ex02_...)."""
-    number = lambda text: re.match(r"(?i)ex(?:ercise)?[ _-]*0*(\d+)", text)  # noqa: E731
+    number = lambda text: re.match(r"(?i)ex(?:ercise)?[ _-]*0*(\d+)", text)
     theirs, ours = number(file_name), number(name)
     return bool(theirs and ours and theirs.group(1) != ours.group(1))
 

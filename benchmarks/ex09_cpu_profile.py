@@ -22,12 +22,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-from benchmarks.mnist_benchmark import cpu_name, reference_solution  # noqa: E402
-from dcv import data, training  # noqa: E402
+from benchmarks.mnist_benchmark import cpu_name, reference_solution
+from dcv import data, training
 
 TRAIN_IMAGES = 55_000
 

@@ -23,9 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-import nbformat  # noqa: E402
-
-from test_grading import replace_in_cell, solve, source_nb  # noqa: E402
+import nbformat
+from test_grading import replace_in_cell, solve, source_nb
 
 EX02, EX09 = "ex02_params_memory", "ex09_mnist"
 

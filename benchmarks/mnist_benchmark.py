@@ -28,12 +28,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import keras  # noqa: E402
-import nbformat  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import nbformat
+import numpy as np
 
-from dcv import data as datasets  # noqa: E402
-from dcv import grader, training  # noqa: E402
+from dcv import data as datasets
+from dcv import grader, training
 
 SOLUTION = REPO / "solutions" / "ex09_mnist" / "ex09_mnist.ipynb"
 REFERENCE_CELLS = ("solution_build_model", "solution_train")
@@ -109,7 +109,7 @@ def device_description() -> str:
             if kind == "gpu":
                 name = tf.config.experimental.get_device_details(
                     tf.config.list_physical_devices("GPU")[0]).get("device_name", name)
-    except Exception:  # noqa: BLE001 - a description, never a failure
+    except Exception:
         version = "?"
     cpus = os.cpu_count()
     return (f"Keras {keras.__version__}, {backend} {version}; {n} x {kind} ({name}); "

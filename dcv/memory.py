@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 __all__ = [
     "conv_output_size",
@@ -117,7 +118,7 @@ class ConvSpec:
         return _pair("stride", self.stride)
 
     @classmethod
-    def from_keras(cls, layer: Any) -> "ConvSpec":
+    def from_keras(cls, layer: Any) -> ConvSpec:
         """Spec of a Keras ``Conv2D`` layer (channels last, no dilation, no groups)."""
         if tuple(getattr(layer, "dilation_rate", (1, 1))) != (1, 1) or getattr(layer, "groups", 1) != 1:
             raise ValueError(f"layer {layer.name!r}: dilation and groups are not supported")
@@ -204,7 +205,7 @@ class StackReport:
         total = ("total (outputs)", "", f"{self.total_params:,}",
                  f"{sum(r.output_values for r in self.rows):,}", f"{self.output_bytes:,}")
         widths = [max(len(row[j]) for row in (head, *lines, total)) for j in range(len(head))]
-        fmt = lambda row: "  ".join(c.ljust(w) if j < 2 else c.rjust(w)  # noqa: E731
+        fmt = lambda row: "  ".join(c.ljust(w) if j < 2 else c.rjust(w)
                                     for j, (c, w) in enumerate(zip(row, widths)))
         rule = "-" * len(fmt(head))
         return "\n".join([fmt(head), rule, *map(fmt, lines), rule, fmt(total)])

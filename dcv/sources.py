@@ -71,13 +71,13 @@ def fetch_verified(what: str, path: Path, sources: Sequence[tuple[str, Callable[
                    read: Callable[[Path], T], digest: Callable[[T], str], expected: str,
                    write: Callable[[T, Path], None], error: type[SourceError] = SourceError,
                    ) -> tuple[T, str]:
-    """The cached ``path`` if its content digests to ``expected``, else the first source's that does, saved to ``path``: (value, source label)."""
+    """(value, source label): the cache if its digest is ``expected``, else the first source's that is, saved there."""
     tried: list[str] = []
     if path.exists():
         try:
             value = read(path)
             reason = None if digest(value) == expected else "checksum mismatch"
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is a broken cache
+        except Exception as exc:
             value, reason = None, f"unreadable ({type(exc).__name__}: {exc})"
         if reason is None:
             return value, f"local cache {path}"  # type: ignore[return-value]
@@ -90,14 +90,14 @@ def fetch_verified(what: str, path: Path, sources: Sequence[tuple[str, Callable[
         try:
             value = fetch()
             ok = digest(value) == expected
-        except Exception as exc:  # noqa: BLE001 - report and try the next source
+        except Exception as exc:
             tried.append(f"{label}: {type(exc).__name__}: {exc}")
             continue
         if not ok:
             tried.append(f"{label}: checksum mismatch")
             continue
         try:
-            atomic_write(path, lambda tmp: write(value, tmp))
+            atomic_write(path, lambda tmp, value=value: write(value, tmp))
         except OSError as exc:
             warnings.warn(f"dcv: could not cache {what} in {path}: {exc}", stacklevel=3)
         return value, label

@@ -16,7 +16,8 @@ content layer's; ``transfer`` optimizes an image that starts as the content imag
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

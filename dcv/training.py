@@ -107,7 +107,7 @@ class TrainingConfig:
 
 
 def training_config(device: str | None = None, n_devices: int | None = None) -> TrainingConfig:
-    """Batch size, precision and epochs for a device: 128 in float32 for CPU_EPOCHS on a CPU, 512 per device in mixed precision for ACCELERATOR_EPOCHS otherwise."""
+    """Batch, precision, epochs: 128, float32, CPU_EPOCHS on a CPU; 512 a device, mixed, ACCELERATOR_EPOCHS else."""
     device = device or accelerator()
     if device not in ("cpu", *ACCELERATORS):
         raise ValueError(f"unknown device {device!r}: expected 'cpu', 'gpu' or 'tpu'")
@@ -168,7 +168,7 @@ class ShiftedBatches(keras.utils.PyDataset):
 
 
 def default_distribution() -> Any:
-    """Data parallelism over several GPUs or logical CPUs (JAX: DataParallel, TensorFlow: MirroredStrategy), else None."""
+    """Data parallelism over several GPUs or CPUs (JAX: DataParallel, TensorFlow: MirroredStrategy), else None."""
     kind = accelerator()
     n = _parallel_devices(kind)
     if n < 2:

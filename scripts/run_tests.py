@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from conftest import CHAPTERS_CACHED, STAGES, stage_paths  # noqa: E402  (the one declaration of the stages)
+from conftest import CHAPTERS_CACHED, STAGES, stage_paths  # the one declaration of the stages
 
 REPORTS = ROOT / "_build" / "test-reports"
 # nbval's per-cell limit: far above any cell's run time on the slowest host (nothing may depend on

@@ -8,9 +8,19 @@ import keras
 import numpy as np
 import pytest
 
-from dcv.architectures import (GOOGLENET_MODULES, LocalResponseNormalization, alexnet,
-                               depthwise_separable_conv, googlenet, inception_module, lenet5,
-                               residual_unit, resnet34, se_block, weight_depth)
+from dcv.architectures import (
+    GOOGLENET_MODULES,
+    LocalResponseNormalization,
+    alexnet,
+    depthwise_separable_conv,
+    googlenet,
+    inception_module,
+    lenet5,
+    residual_unit,
+    resnet34,
+    se_block,
+    weight_depth,
+)
 
 
 def _block_model(block, input_shape, **kwargs) -> keras.Model:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import chapters_cached_by_tests  # noqa: E402  (what the chapters stage recorded)
+from conftest import chapters_cached_by_tests
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"

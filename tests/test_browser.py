@@ -27,10 +27,10 @@ from urllib.parse import urldefrag, urlsplit
 import nbformat
 import pytest
 import yaml
-
-from autograder.cli import course_dir
 from test_book import HTML, ROOT, build_book, toc_files
 from test_grading import EX02, solve, source_nb
+
+from autograder.cli import course_dir
 
 pytestmark = pytest.mark.slow
 

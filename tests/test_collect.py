@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import zipfile
-from pathlib import Path
 
 import nbformat
 import pytest
-
 from test_grading import EX02, cli, solve, source_nb
 
 PATTERN = r"(?P<student_id>[a-z]+)_(?P<timestamp>\d{8}T\d{6})_(?P<file_id>[\w ]+)\.ipynb"

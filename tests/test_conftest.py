@@ -11,7 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-import conftest  # noqa: E402
+import conftest
 
 
 def test_nbval_still_reads_notebooks_where_conftest_hands_it_a_chapter():

@@ -145,8 +145,8 @@ def test_registry_matches_cache(name: str, tmp_env: Path, real: dict[str, data.A
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_download_and_keras_cache_match(name: str, tmp_env: Path, server: str, originals: Path,
-                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, real: dict[str, data.Arrays]) -> None:
+def test_download_and_keras_cache_match(name: str, tmp_env: Path, server: str, originals: Path, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch, real: dict[str, data.Arrays]) -> None:
     """Do the official download (a local stand-in) and Keras' own cache give the same data?"""
     _no_registry(monkeypatch, tmp_path)
     monkeypatch.setenv("DCV_DATASETS_URL", server)

@@ -60,7 +60,7 @@ def secret_lines(nb) -> set[str]:
             (secret if inside else public).add(line)
             if inside and inside in line:
                 inside = None
-    strip = lambda lines: {line.strip() for line in lines if line.strip()}  # noqa: E731
+    strip = lambda lines: {line.strip() for line in lines if line.strip()}
     return strip(secret) - strip(public)
 
 

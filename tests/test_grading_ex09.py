@@ -26,7 +26,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from test_grading import cli, leaks, require_trained_artefacts, scores, solve, source_nb  # shared helpers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,7 +139,7 @@ def submissions(released, reference_model, tmp_path_factory) -> dict:
     for student in ("alice", "bob", "carol", "dave", "erin"):
         (folder / student / EX09).mkdir(parents=True)
         nbformat.write(release if student == "bob" else correct, folder / student / EX09 / f"{EX09}.ipynb")
-    model = lambda s: folder / s / EX09 / "mnist_model.keras"  # noqa: E731
+    model = lambda s: folder / s / EX09 / "mnist_model.keras"
     shutil.copy(reference_model, model("alice"))
     lambda_model(model("carol"), marker)
     model("dave").write_text("this is not a Keras model\n")

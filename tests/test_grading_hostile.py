@@ -38,7 +38,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from test_grading import REPO, cli, replace_in_cell, scores, solve, source_nb
 
 EX02 = "ex02_params_memory"
@@ -119,12 +118,12 @@ def hostile_class(course: Path, folder: Path, port: int) -> dict[str, object]:
         "except OSError as exc:\n    print('fork refused after', children, 'children:', type(exc).__name__)"))
     nbs["network"] = insert_after(right, "solution_training_bytes", (
         "import socket\n"
-        "for what, address in [('internet', ('pypi.org', 443)), ('grader loopback', ('127.0.0.1', %d))]:\n"
+        f"for what, address in [('internet', ('pypi.org', 443)), ('grader loopback', ('127.0.0.1', {port}))]:\n"
         "    try:\n"
         "        socket.create_connection(address, timeout=3).close()\n"
         "        print('REACHED', what)\n"
         "    except OSError as exc:\n"
-        "        print('blocked', what, type(exc).__name__)") % port)
+        "        print('blocked', what, type(exc).__name__)"))
     targets = {"source notebook": str(SOURCE), "gradebook": str(course / "gradebook.db"),
                "release": str(course / "release" / EX02 / f"{EX02}.ipynb"),
                "other student (submitted)": str(course / "submitted" / "right" / EX02 / f"{EX02}.ipynb"),
@@ -300,7 +299,7 @@ def test_refuses_without_a_sandbox_unless_told(course, tmp_path):
     nbformat.write(solve(release, source_nb(EX02)), tmp_path / "late" / f"{EX02}.ipynb")
     env = {**os.environ, "PATH": str(Path(sys.executable).parent)}
     env.pop("DCV_COURSE_DIR", None)
-    run = lambda *extra: subprocess.run(  # noqa: E731
+    run = lambda *extra: subprocess.run(
         [sys.executable, "-m", "autograder", "autograde", EX02, str(tmp_path), "--course-dir", str(course), *extra],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     refused = run()

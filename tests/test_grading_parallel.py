@@ -12,7 +12,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from test_grading import EX02, cli, replace_in_cell, solve, source_nb
 
 pytestmark = pytest.mark.slow

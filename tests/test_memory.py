@@ -10,8 +10,15 @@ import keras
 import numpy as np
 import pytest
 
-from dcv.memory import (ConvSpec, conv2d_params, conv_output_size, conv_stack_report, format_bytes,
-                        max_batch_size, same_padding)
+from dcv.memory import (
+    ConvSpec,
+    conv2d_params,
+    conv_output_size,
+    conv_stack_report,
+    format_bytes,
+    max_batch_size,
+    same_padding,
+)
 
 SIZES = [(1, 2), (3, 4), (5, 7), (8, 9), (10, 13), (16, 11)]
 

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from dcv.memory import conv_output_size
-from dcv.receptive import (RF, Layer, field_pixels, influence_mask, layers_from_model,
-                           probe_model, receptive_fields)
+from dcv.receptive import RF, Layer, field_pixels, influence_mask, layers_from_model, probe_model, receptive_fields
 
 # Stacks measured with Keras: paddings, strides, dilations, even kernels and both poolings.
 STACKS = {

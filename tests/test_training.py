@@ -52,7 +52,7 @@ def test_this_machine_trains_on_its_cpu():
 
 
 def test_configuration_by_device():
-    """Float32, batch 128 and the CPU's budget on a CPU; mixed precision, 512 per device and more epochs on GPUs and TPUs?"""
+    """Float32, batch 128, the CPU budget on a CPU; mixed precision, 512 per device, more epochs on GPUs and TPUs?"""
     assert training_config("cpu") == training.TrainingConfig("cpu", 1, 128, "float32", training.CPU_EPOCHS)
     assert training_config("gpu", n_devices=1) == training.TrainingConfig(
         "gpu", 1, 512, "mixed_float16", training.ACCELERATOR_EPOCHS)
