@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tarfile
@@ -22,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dcv._fetch import cache_dir
+from dcv.sources import cache_dir
+from dcv.sources import file_digest as _sha256
 
 __all__ = ["write_class_folders", "fetch_flowers", "class_counts", "FlowersUnavailableError",
            "FLOWERS_URL", "FLOWERS_SHA256", "FLOWERS_CLASSES", "IMAGE_SUFFIXES"]
@@ -78,14 +78,6 @@ def class_counts(root: str | os.PathLike[str]) -> dict[str, int]:
         raise ValueError(f"{root} is not a folder")
     return {folder.name: sum(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir() if p.is_file())
             for folder in sorted(root.iterdir()) if folder.is_dir() and not folder.name.startswith(".")}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _download(url: str, dest: Path, timeout: float) -> None:

@@ -20,8 +20,8 @@ from typing import TypeVar
 
 import numpy as np
 
-__all__ = ["SourceError", "FetchError", "cache_dir", "pip_download", "array_digest", "atomic_write",
-           "fetch_verified"]
+__all__ = ["SourceError", "FetchError", "cache_dir", "pip_download", "array_digest", "file_digest",
+           "atomic_write", "fetch_verified"]
 
 T = TypeVar("T")
 
@@ -49,6 +49,15 @@ def array_digest(*arrays: np.ndarray) -> str:
         a = np.asarray(a)
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
     return h.hexdigest()
 
 

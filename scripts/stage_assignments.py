@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -49,9 +50,10 @@ def files(*folders: str, pattern: str = "*") -> list[Path]:
 
 
 def wheel_name() -> str:
-    """File name of the `dcv` wheel, from pyproject.toml."""
+    """File name of the `dcv` wheel: the project's name in pyproject.toml, the version in dcv/__init__.py."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return f"{project['name']}-{project['version']}-py3-none-any.whl"
+    version = re.search(r'^__version__ = "([^"]+)"', (ROOT / "dcv" / "__init__.py").read_text(), re.M)
+    return f"{project['name']}-{version.group(1)}-py3-none-any.whl"
 
 
 def repository() -> tuple[str, str]:
