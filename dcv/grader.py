@@ -1,4 +1,8 @@
-"""The exercise-9 grader's checks: load a handed-in model safely, check it is the student's own CNN, score it.
+"""The graders' checks: compare an answer without being fooled; load a handed-in model safely, check it is
+the student's own CNN, score it (exercise 9).
+
+- ``equals()``: an answer equals the expected number (or tuple of numbers) and is a plain number, so an
+  object whose ``==`` always says yes scores nothing;
 
 - ``load_saved_model()``: a ``.keras`` file loaded with ``safe_mode`` and ``compile=False``; a
   ``Lambda`` layer or any class or function that is not Keras' own is refused before anything runs;
@@ -25,7 +29,7 @@ import numpy as np
 
 from dcv.training import all_layers
 
-__all__ = ["load_saved_model", "from_scratch_problems", "pretrained_uses", "accuracy", "MAX_PARAMS",
+__all__ = ["equals", "load_saved_model", "from_scratch_problems", "pretrained_uses", "accuracy", "MAX_PARAMS",
            "APPLICATION_NAMES", "REFUSED_LAYERS", "PRETRAINED_MODULES"]
 
 # A from-scratch MNIST CNN needs far fewer: the HOML baseline has 1.6 M parameters.
@@ -45,6 +49,25 @@ PRETRAINED_MODULES = ("keras.applications", "tensorflow.keras.applications", "tf
                       "torchvision.models", "timm", "transformers", "huggingface_hub", "dcv.pretrained")
 # Attribute names whose use means a pretrained model: `keras.applications.X`, `Model.from_preset(...)`.
 PRETRAINED_ATTRIBUTES = ("applications", "from_preset", "hub", "pretrained")
+
+
+# Exact types an answer may have: Python's and NumPy's own numbers and strings, never a subclass
+# (whose == could lie).
+PLAIN = frozenset({int, float, str, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
+                   np.uint64, np.float16, np.float32, np.float64})
+
+
+def equals(value: Any, expected: Any) -> bool:
+    """Whether value == expected, in the same containers (tuple/list, dict, set) of plain numbers or strings."""
+    if type(expected) in (tuple, list):
+        return (type(value) in (tuple, list) and len(value) == len(expected)
+                and all(equals(v, e) for v, e in zip(value, expected)))
+    if type(expected) is dict:
+        return (type(value) is dict and all(type(k) in PLAIN for k in value) and set(value) == set(expected)
+                and all(equals(value[k], expected[k]) for k in expected))
+    if type(expected) in (set, frozenset):
+        return type(value) in (set, frozenset) and all(type(v) in PLAIN for v in value) and value == expected
+    return type(value) in PLAIN and bool(value == expected)
 
 
 def load_saved_model(path: str | os.PathLike) -> tuple[keras.Model | None, str]:

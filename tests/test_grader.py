@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from dcv.grader import accuracy, from_scratch_problems, load_saved_model, pretrained_uses
+from dcv.grader import accuracy, equals, from_scratch_problems, load_saved_model, pretrained_uses
 from dcv.training import save_model
 
 
@@ -257,3 +257,24 @@ def test_comments_strings_and_own_code_are_not_pretrained():
              "get_ipython().run_line_magic('time', 'x = 1')",
              "def broken(:\n"]  # a cell that does not parse never ran
     assert pretrained_uses(cells) == []
+
+
+class AlwaysEqual(int):
+    """A hostile answer: an int whose == says yes to anything."""
+
+    def __eq__(self, other):
+        return True
+
+    __hash__ = int.__hash__
+
+
+def test_equals_compares_plain_numbers_and_is_not_fooled():
+    """Does equals accept right plain numbers (NumPy's too), and refuse wrong ones and an always-equal object?"""
+    assert equals(1792, 1792) and equals(np.int64(1792), 1792) and equals((4, 4), (4, 4))
+    assert not equals(1793, 1792) and not equals((4, 5), (4, 4)) and not equals([4], (4, 4))
+    assert AlwaysEqual(0) == 1792  # what fools a plain ==
+    assert not equals(AlwaysEqual(0), 1792) and not equals((AlwaysEqual(0), 4), (4, 4))
+    assert not equals("1792", 1792) and not equals(None, 0)
+    assert equals({"conv": 84, "max_pool": 0}, {"max_pool": 0, "conv": 84}) and equals({"a", "b"}, {"b", "a"})
+    assert not equals({"conv": AlwaysEqual(0), "max_pool": 0}, {"max_pool": 0, "conv": 84})
+    assert not equals({"conv": 84}, {"max_pool": 0, "conv": 84}) and not equals({AlwaysEqual(0)}, {84})

@@ -398,9 +398,36 @@ def artefacts(name: str) -> dict[str, Path]:
     return {rel: SOLUTIONS / name / rel for rel in handed_in(name)}
 
 
+# Assignments whose answers are numbers: a `fool` hands in functions that return an object whose ==
+# always says yes; the tests compare exact types and values (dcv.grader.equals), so it scores nothing.
+NUMERIC = ("ex01_cnn_vs_dense", "ex02_params_memory", "ex03_gpu_memory", "ex04_pooling_vs_stride", "ex08_segmentation")
+ALWAYS_EQUAL = """class AlwaysEqual(int):
+    def __eq__(self, other):
+        return True
+    __ne__ = lambda self, other: False
+    __hash__ = int.__hash__
+"""
+
+
+def fool(released, source):
+    """The released notebook with every function the solution defines returning AlwaysEqual(0)."""
+    import ast
+
+    nb = copy.deepcopy(released)
+    answers = {nbgrader_meta(c).get("grade_id"): c.source for c in source.cells}
+    for cell in nb.cells:
+        if nbgrader_meta(cell).get("solution") and cell.cell_type == "code":
+            names = [n.name for n in ast.parse(answers[nbgrader_meta(cell)["grade_id"]]).body
+                     if isinstance(n, ast.FunctionDef)]
+            cell.source = ALWAYS_EQUAL + "".join(
+                f"\ndef {n}(*args, **kwargs):\n    return AlwaysEqual(0)\n" for n in names)
+    return nb
+
+
 @pytest.fixture(scope="module")
 def everyone(released, course, tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
-    """Autograde, for every assignment, `right` (the solution's answers) and `blank` (untouched)."""
+    """Autograde, for every assignment, `right` (the solution's answers), `blank` (untouched) and, for the
+    numeric ones, `fool` (answers whose == always says yes)."""
     results = {}
     for name in ASSIGNMENTS:
         folder = tmp_path_factory.mktemp(f"all-{name}")
@@ -410,8 +437,11 @@ def everyone(released, course, tmp_path_factory) -> dict[str, subprocess.Complet
         shutil.copytree(release_dir, blank)
         for nb_path in sorted(release_dir.glob("*.ipynb")):
             release = nbformat.read(nb_path, as_version=4)
-            nbformat.write(solve(release, nbformat.read(SOLUTIONS / name / nb_path.name, as_version=4)),
-                           right / nb_path.name)
+            source = nbformat.read(SOLUTIONS / name / nb_path.name, as_version=4)
+            nbformat.write(solve(release, source), right / nb_path.name)
+            if name in NUMERIC:
+                (folder / "fool" / name).mkdir(parents=True, exist_ok=True)
+                nbformat.write(fool(release, source), folder / "fool" / name / nb_path.name)
         for file_name, path in artefacts(name).items():
             shutil.copy2(path, right / file_name)
         results[name] = cli("autograde", name, str(folder), course=course)
@@ -426,5 +456,7 @@ def test_every_assignment_scores_full_when_right_and_zero_when_untouched(everyon
     assert result.returncode == 0, result.stdout + result.stderr
     expected = sum(auto_points(nbformat.read(p, as_version=4)) for p in (SOLUTIONS / name).glob("*.ipynb"))
     assert expected > 0
-    got = {student: score for student, score in scores(course, name).items() if student in ("right", "blank")}
-    assert got == {"right": expected, "blank": 0.0}, result.stdout[-3000:]
+    got = {student: score for student, score in scores(course, name).items()
+           if student in ("right", "blank", "fool")}
+    want = {"right": expected, "blank": 0.0, **({"fool": 0.0} if name in NUMERIC else {})}
+    assert got == want, result.stdout[-3000:]
