@@ -158,3 +158,12 @@ def pytest_collection_modifyitems(config, items):
 def chapters_cached_by_tests() -> set[str]:
     """Names of the chapters that the last chapters stage (or a test run) executed and cached."""
     return {p.name for p in CHAPTERS_CACHED.glob("*.md")}
+
+
+@pytest.fixture
+def float32_policy():
+    """Restore Keras' float32 dtype policy after a test that changes it (tests of dcv.training and dcv.grader)."""
+    yield
+    import keras
+
+    keras.config.set_dtype_policy("float32")

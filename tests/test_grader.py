@@ -12,28 +12,10 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from test_training import small_cnn  # the same tiny CNN
 
 from dcv.grader import accuracy, equals, from_scratch_problems, load_saved_model, pretrained_uses
 from dcv.training import save_model
-
-
-def small_cnn(name: str = "small_cnn") -> keras.Model:
-    """A tiny MNIST-shaped CNN built from Keras layers."""
-    return keras.Sequential([
-        keras.Input((28, 28, 1)),
-        keras.layers.Conv2D(4, 3, activation="relu"),
-        keras.layers.MaxPooling2D(4),
-        keras.layers.Flatten(),
-        keras.layers.Dense(10, activation="softmax"),
-    ], name=name)
-
-
-@pytest.fixture
-def float32_policy():
-    """Restore Keras' float32 dtype policy after a test that changes it."""
-    yield
-    keras.config.set_dtype_policy("float32")
-
 
 # ---------------------------------------------------------------------------------------------
 # saving, loading, checking the handed-in model

@@ -33,13 +33,6 @@ def small_cnn(name: str = "small_cnn") -> keras.Model:
     ], name=name)
 
 
-@pytest.fixture
-def float32_policy():
-    """Restore Keras' float32 dtype policy after a test that changes it."""
-    yield
-    keras.config.set_dtype_policy("float32")
-
-
 # ---------------------------------------------------------------------------------------------
 # devices and configuration
 
