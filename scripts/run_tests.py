@@ -1,10 +1,12 @@
 """Run the test suite stage by stage (unit, chapters, solutions, grading, book, browser) and time each.
 
 `bash scripts/test.sh` calls this after the set-up. With no arguments it runs every stage, each as
-its own pytest process, goes on after a failure (a stage that needs a failed one fails at once,
-naming it), and ends with a table of the stages' wall times, the CPU they ran on, and one line
-`N passed, N failed, N skipped`. With arguments it runs one pytest with them, as before
-(`bash scripts/test.sh -m "not slow"`, `bash scripts/test.sh tests/test_data.py`).
+its own pytest process, two stages at a time where their order allows (`AFTER`), goes on after a
+failure (a stage that needs a failed one fails at once, naming it), and ends with a table of the
+stages' start, wall and CPU times, the CPU they ran on, and one line `N passed, N failed, N skipped`.
+Each line a stage prints is shown as it comes, prefixed with the stage's name; the whole of it is
+also kept in `_build/test-reports/<stage>.log`. With arguments it runs one pytest with them, as
+before (`bash scripts/test.sh -m "not slow"`, `bash scripts/test.sh tests/test_data.py`).
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,10 +31,19 @@ REPORTS = ROOT / "_build" / "test-reports"
 # nbval's per-cell limit: far above any cell's run time on the slowest host (nothing may depend on
 # a cell finishing just in time); the CI's own 90-minute limit is what bounds a run that hangs.
 PYTEST = [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-cell-timeout=1800"]
-NEEDS = {"book": "chapters"}  # a stage that cannot run when another failed: it fails at once
+# A stage starts only once these have finished: grading uses the models the solutions stage trains,
+# the book reuses the chapters' execution, the browser opens the built book.
+AFTER = {"grading": ("solutions",), "book": ("chapters",), "browser": ("book",)}
+NEEDS = {"book": "chapters", "browser": "book"}  # cannot run when this one failed: it fails at once
+# Stages started first when several are ready: the longest chain (solutions, then grading) first.
+PRIORITY = ("solutions", "grading", "chapters", "unit", "book", "browser")
+# How many stages run at once ($DCV_TEST_STAGES; 1 = one after the other). Two keep both cores busy
+# while a stage waits on one long file or runs single-threaded (the book, the browser).
+CONCURRENT = int(os.environ.get("DCV_TEST_STAGES") or 2)
 # Stages whose files run on several processes (pytest-xdist, one file per worker at a time);
 # $DCV_TEST_WORKERS sets how many (default: the number of cores, at most 2; 1 = none).
 PARALLEL = ("unit", "chapters", "solutions", "grading")
+POLL = 0.5  # seconds between looks at which stages have finished
 
 
 def cpu() -> str:
@@ -55,22 +68,107 @@ def counts(report: Path) -> dict[str, int]:
     return {"passed": total - failed - skipped, "failed": failed, "skipped": skipped}
 
 
-def run_stage(stage: str, extra: list[str]) -> tuple[int, float, dict[str, int]]:
-    """Run one stage's files with pytest; return its exit status (0 when it has no tests), seconds, counts."""
+def minutes(seconds: float) -> str:
+    """Seconds as m:ss.s."""
+    return f"{int(seconds // 60)}:{seconds % 60:04.1f}"
+
+
+@dataclass
+class Stage:
+    """One stage's pytest process and what it gave: exit status, start, wall and CPU seconds, counts."""
+
+    name: str
+    status: int | None = None          # None while it has not finished
+    start: float = 0.0                 # seconds after the first stage started
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0           # user + system time of the process and everything it waited for
+    tally: dict[str, int] = field(default_factory=lambda: {"passed": 0, "failed": 0, "skipped": 0})
+    thread: threading.Thread | None = None
+
+
+PRINT = threading.Lock()
+
+
+def say(line: str) -> None:
+    """Print one whole line (stages print from several threads)."""
+    with PRINT:
+        print(line, flush=True)
+
+
+def command(stage: str) -> list[str]:
+    """The pytest command line of a stage (empty when it has no files)."""
     paths = [str(p.relative_to(ROOT)) for p in stage_paths(stage)]
-    report = REPORTS / f"{stage}.xml"
-    report.unlink(missing_ok=True)
-    print(f"\n===== stage: {stage} ({len(paths)} file(s)) =====", flush=True)
     if not paths:
-        return 0, 0.0, counts(report)
+        return []
     workers = min(int(os.environ.get("DCV_TEST_WORKERS") or min(os.cpu_count() or 1, 2)), len(paths))
-    if stage in PARALLEL and workers > 1:
-        extra = ["-n", str(workers), "--dist", "loadfile", *extra]
-    if stage == "chapters":
+    extra = ["-n", str(workers), "--dist", "loadfile"] if stage in PARALLEL and workers > 1 else []
+    return [*PYTEST, f"--junitxml={REPORTS / f'{stage}.xml'}", *extra, *paths]
+
+
+def run_stage(stage: Stage, origin: float) -> None:
+    """Run one stage's pytest, its lines prefixed with its name and kept in <stage>.log; fill in `stage`."""
+    report, log = REPORTS / f"{stage.name}.xml", REPORTS / f"{stage.name}.log"
+    report.unlink(missing_ok=True)
+    if stage.name == "chapters":
         shutil.rmtree(CHAPTERS_CACHED, ignore_errors=True)
-    start = time.monotonic()
-    status = subprocess.run([*PYTEST, f"--junitxml={report}", *extra, *paths], cwd=ROOT).returncode
-    return (0 if status == 5 else status), time.monotonic() - start, counts(report)
+    cmd = command(stage.name)
+    stage.start = time.monotonic() - origin
+    say(f"===== stage: {stage.name} started at {minutes(stage.start)} ({len(stage_paths(stage.name))} file(s)) =====")
+    if not cmd:
+        stage.status = 0
+        return
+    started = time.monotonic()
+    with log.open("w") as keep:
+        process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   errors="replace", env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        for line in process.stdout:
+            keep.write(line)
+            say(f"[{stage.name}] {line.rstrip()}")
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+    stage.seconds = time.monotonic() - started
+    stage.cpu_seconds = usage.ru_utime + usage.ru_stime
+    stage.tally = counts(report)
+    stage.status = 0 if process.returncode == 5 else process.returncode  # 5: no tests collected
+    say(f"===== stage: {stage.name} {'ok' if not stage.status else 'FAILED'} after {minutes(stage.seconds)} =====")
+
+
+def run_stage_safely(stage: Stage, origin: float) -> None:
+    """run_stage, with anything it raises reported as the stage's failure (so no later stage waits forever)."""
+    try:
+        run_stage(stage, origin)
+    except Exception as error:  # noqa: BLE001 - reported, and the stage counts as failed
+        say(f"===== stage: {stage.name} FAILED: {type(error).__name__}: {error} =====")
+        stage.status = 1
+        stage.tally = {**stage.tally, "failed": stage.tally["failed"] + 1}
+
+
+def schedule(stages: dict[str, Stage]) -> None:
+    """Run every stage, at most CONCURRENT at once, each once those it comes AFTER have finished."""
+    origin, waiting = time.monotonic(), [s for s in PRIORITY if s in stages] + [s for s in stages if s not in PRIORITY]
+    last_beat = origin
+    while waiting or any(s.thread and s.thread.is_alive() for s in stages.values()):
+        running = [s for s in stages.values() if s.thread and s.thread.is_alive()]
+        for name in list(waiting):
+            if len(running) >= CONCURRENT:
+                break
+            if any(stages[before].status is None for before in AFTER.get(name, ()) if before in stages):
+                continue
+            waiting.remove(name)
+            stage = stages[name]
+            if NEEDS.get(name) in stages and stages[NEEDS[name]].status:
+                say(f"===== stage: {name}: FAILED at once: it needs the {NEEDS[name]} stage, which failed =====")
+                stage.status, stage.start = 1, time.monotonic() - origin
+                stage.tally = {"passed": 0, "failed": 1, "skipped": 0}
+                continue
+            stage.thread = threading.Thread(target=run_stage_safely, args=(stage, origin), daemon=True)
+            stage.thread.start()
+            running.append(stage)
+        time.sleep(POLL)
+        if time.monotonic() - last_beat >= 60:  # a line a minute, so that a quiet stage is never mistaken for a hang
+            last_beat = time.monotonic()
+            say(f"----- {minutes(last_beat - origin)}: running "
+                + ", ".join(f"{s.name} ({minutes(last_beat - origin - s.start)})" for s in running))
 
 
 def main(argv: list[str]) -> int:
@@ -81,31 +179,24 @@ def main(argv: list[str]) -> int:
         return subprocess.run([*PYTEST, *default, *argv], cwd=ROOT).returncode
     REPORTS.mkdir(parents=True, exist_ok=True)
     setup = float(os.environ.get("DCV_SETUP_SECONDS") or 0)
-    print(f"CPU: {cpu()}", flush=True)
-    rows, failed = [("set-up", 0, setup, None)], set()
-    for stage in STAGES:
-        if NEEDS.get(stage) in failed:
-            print(f"\n===== stage: {stage}: FAILED at once: it needs the {NEEDS[stage]} stage, which failed =====")
-            rows.append((stage, 1, 0.0, {"passed": 0, "failed": 1, "skipped": 0}))
-            failed.add(stage)
-            continue
-        status, seconds, tally = run_stage(stage, [])
-        if status:
-            failed.add(stage)
-        rows.append((stage, status, seconds, tally))
-    total = {k: sum(r[3][k] for r in rows if r[3]) for k in ("passed", "failed", "skipped")}
-    print(f"\n{'stage':<10} {'wall':>9} {'passed':>7} {'failed':>7} {'skipped':>8}  status")
-    for stage, status, seconds, tally in rows:
-        minutes = f"{int(seconds // 60)}:{seconds % 60:04.1f}"
-        if tally is None:
-            print(f"{stage:<10} {minutes:>9}")
-            continue
-        print(f"{stage:<10} {minutes:>9} {tally['passed']:>7} {tally['failed']:>7} {tally['skipped']:>8}  "
-              f"{'ok' if not status else 'FAILED'}")
-    wall = sum(r[2] for r in rows)
-    print(f"{'total':<10} {int(wall // 60)}:{wall % 60:04.1f} on {cpu()}")
-    print(f"{total['passed']} passed, {total['failed']} failed, {total['skipped']} skipped")
-    return 1 if failed else 0
+    say(f"CPU: {cpu()}; stages at once: {CONCURRENT}")
+    stages = {name: Stage(name) for name in STAGES}
+    began = time.monotonic()
+    schedule(stages)
+    wall = setup + time.monotonic() - began
+    rows = list(stages.values())
+    total = {k: sum(s.tally[k] for s in rows) for k in ("passed", "failed", "skipped")}
+    say(f"\n{'stage':<10} {'start':>7} {'wall':>7} {'cpu':>7} {'passed':>7} {'failed':>7} {'skipped':>8}  status")
+    say(f"{'set-up':<10} {'':>7} {minutes(setup):>7}")
+    for s in rows:
+        verdict = "ok" if not s.status else "FAILED"
+        say(f"{s.name:<10} {minutes(s.start):>7} {minutes(s.seconds):>7} {minutes(s.cpu_seconds):>7} "
+            f"{s.tally['passed']:>7} {s.tally['failed']:>7} {s.tally['skipped']:>8}  {verdict}")
+    cpu_total = sum(s.cpu_seconds for s in rows)
+    say(f"{'total':<10} {'':>7} {minutes(wall):>7} {minutes(cpu_total):>7}  (start: after the set-up; "
+        f"cpu: the stage's processes, user + system) on {cpu()}")
+    say(f"{total['passed']} passed, {total['failed']} failed, {total['skipped']} skipped")
+    return 1 if any(s.status for s in rows) else 0
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ def runner():
 
     spec = importlib.util.spec_from_file_location("run_tests", REPO / "scripts" / "run_tests.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -66,3 +67,37 @@ def test_stage_counts_come_from_the_junit_report(tmp_path):
     report.write_text('<testsuites><testsuite tests="7" failures="1" errors="1" skipped="2"/></testsuites>')
     assert runner().counts(report) == {"passed": 3, "failed": 2, "skipped": 2}
     assert runner().counts(tmp_path / "missing.xml") == {"passed": 0, "failed": 0, "skipped": 0}
+
+
+def test_stages_run_in_their_order_two_at_a_time(monkeypatch):
+    """Does each stage start only after those it comes AFTER, no more than CONCURRENT at once, and a stage
+    that NEEDS a failed one fail at once without running?"""
+    import threading
+    import time
+
+    module, events, running, most = runner(), [], set(), [0]
+    lock = threading.Lock()
+
+    def fake_run(stage, origin):
+        with lock:
+            running.add(stage.name)
+            most[0] = max(most[0], len(running))
+            events.append(("start", stage.name))
+        time.sleep(0.05)
+        with lock:
+            running.discard(stage.name)
+            events.append(("end", stage.name))
+        stage.status = 1 if stage.name == "chapters" else 0
+
+    monkeypatch.setattr(module, "run_stage", fake_run)
+    monkeypatch.setattr(module, "POLL", 0.01)
+    stages = {name: module.Stage(name) for name in conftest.STAGES}
+    module.schedule(stages)
+    started = [name for kind, name in events if kind == "start"]
+    assert set(started) == set(conftest.STAGES) - {"book", "browser"}  # book needs chapters, which failed
+    assert stages["book"].status == 1 and stages["book"].tally["failed"] == 1
+    assert most[0] == module.CONCURRENT
+    for stage, befores in module.AFTER.items():
+        for before in befores:
+            if stage in started:
+                assert events.index(("end", before)) < events.index(("start", stage)), (before, stage)

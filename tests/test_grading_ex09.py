@@ -51,9 +51,10 @@ def course(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def released(reference_model, course) -> Path:
-    result = cli("release", EX09, course=course)
+    """Exercise 9 released. Its source is not validated again: the solutions stage just ran it with every
+    test passing (release's validation step is tested on exercise 2, in test_grading.py)."""
+    result = cli("release", EX09, "--no-check", course=course)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"ok: source {EX09}.ipynb passes every test" in result.stdout
     return course / "release" / EX09
 
 

@@ -337,26 +337,39 @@ def test_trailing_bytes_refused(pth_bytes):
 
 # ---------------------------------------------------------------- the .keras cache
 def test_cached_call_is_fast(model):
-    """Does a call with a valid cache take under 2 s (CPU time; wall time too when not contended)?"""
+    """Does a call with a valid cache cost little more CPU than loading the cached file with Keras alone?
+
+    Compared on the same machine in the same process, so the check holds on slow and fast hosts alike
+    (about 1 s against 0.8 s on an AVX-512 EPYC core).
+    """
+    import keras
+
     pretrained.efficientnet_lite0()  # warm the code paths once
-    walls, cpus = [], []
-    for _ in range(2):  # the best of two, as other processes may share the CPUs
-        wall, cpu = time.perf_counter(), time.process_time()
+    cached = _cached_file()
+    calls, loads = [], []
+    for _ in range(2):  # the best of two
+        cpu = time.process_time()
         m = pretrained.efficientnet_lite0()
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
-    wall, cpu = min(walls), min(cpus)
-    print(f"cached call: {wall:.2f} s wall, {cpu:.2f} s CPU")
+        calls.append(time.process_time() - cpu)
+        cpu = time.process_time()
+        keras.models.load_model(cached, compile=False)
+        loads.append(time.process_time() - cpu)
+    call, load = min(calls), min(loads)
+    print(f"cached call: {call:.2f} s CPU; keras.models.load_model of the cached file: {load:.2f} s CPU")
     assert m.output_shape == (None, 1000)
-    assert cpu < 2.0, cpu
-    if os.getloadavg()[0] < (os.cpu_count() or 1):  # wall time means something only without contention
-        assert wall < 2.0, wall
+    assert call < 4 * load, (call, load)
+
+
+def _cached_file() -> Path:
+    """The default cache's .keras file."""
+    from dcv.sources import cache_dir
+
+    return cache_dir("models") / "efficientnet_lite0.keras"
 
 
 def _copy_cache(dest: Path) -> Path:
     """Copy the valid default cache into ``dest``; return the .keras path there."""
-    src = Path(os.environ.get("DCV_CACHE_DIR") or Path.home() / ".cache" / "dcv") / "models"
-    shutil.copy(src / "efficientnet_lite0.keras", dest)
+    shutil.copy(_cached_file(), dest)
     return dest / "efficientnet_lite0.keras"
 
 
