@@ -123,7 +123,8 @@ STAGES: dict[str, tuple[str, ...]] = {
 }
 # Files that take longest, started first when a stage runs on several workers (pytest-xdist).
 SLOWEST_FIRST = ("solutions/ex09_mnist", "solutions/ex10_transfer_learning", "solutions/ex11_style_transfer",
-                 "chapters/05_pretrained.md", "chapters/04_architectures.md", "tests/test_grading.py")
+                 "chapters/05_pretrained.md", "chapters/04_architectures.md", "tests/test_grading_all.py",
+                 "tests/test_grading_ex09.py")
 
 
 @functools.cache

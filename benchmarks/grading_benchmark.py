@@ -4,7 +4,9 @@ The class: 40 submissions of exercise 2 (right, wrong in one part, untouched, a 
 turn) and 10 of exercise 9 (the solved notebook and the reference model that the solution's own run
 saved; `--ex09 0` leaves them out). Each way of running grades the class in a fresh copy of a
 released course folder, through `python -m autograder autograde` as an instructor runs it; the
-grades of the three must be identical. Not a test: run it by hand (see benchmarks/README.md).
+grades of the three must be identical. It also runs each kind of notebook once without the grader
+(plain nbclient, no sandbox, no nbgrader), so that the grader's overhead per notebook shows: the
+serial time per notebook minus that. Not a test: run it by hand (see benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -38,6 +40,26 @@ def autograde(course: Path, name: str, folder: Path, *options: str) -> float:
     if done.returncode:
         raise SystemExit(f"autograde failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return time.monotonic() - started
+
+
+def bare(notebooks: list, folder: Path, extra: list[Path] = ()) -> float:
+    """Mean wall seconds to execute each notebook with plain nbclient (its own kernel, errors allowed),
+    `NBGRADER_EXECUTION` set as when grading (so exercise 9 loads its saved model instead of training)."""
+    from nbclient import NotebookClient
+
+    os.environ["NBGRADER_EXECUTION"] = "autograde"  # the kernels inherit it
+    seconds = []
+    for i, nb in enumerate(notebooks):
+        work = folder / f"bare{i}"
+        work.mkdir(parents=True)
+        for path in extra:
+            shutil.copy2(path, work / path.name)
+        started = time.monotonic()
+        NotebookClient(nbformat.from_dict(nb), timeout=600, allow_errors=True, kernel_name="python3",
+                       resources={"metadata": {"path": str(work)}}).execute()
+        seconds.append(time.monotonic() - started)
+    del os.environ["NBGRADER_EXECUTION"]
+    return sum(seconds) / len(seconds)
 
 
 def grades(course: Path) -> dict:
@@ -80,6 +102,10 @@ def main() -> None:
             nbformat.write(solved, folder / f"{EX09}.ipynb")
             shutil.copy2(model, folder / model.name)
 
+    plain = {EX02: bare(kinds, work / "bare_ex02")}
+    if args.ex09:
+        plain[EX09] = bare([solved], work / "bare_ex09", [model])
+
     from distributed import LocalCluster
 
     rows, results = [], {}
@@ -99,10 +125,15 @@ def main() -> None:
     for way, times in rows:
         total = sum(times.values())
         print(f"| {way} | {times[EX02]:.1f} | {times.get(EX09, 0):.1f} | {total:.1f} | {serial / total:.2f}x |")
-    print(f"\nper notebook, serial: ex02 {rows[0][1][EX02] / args.ex02:.2f} s"
-          + (f", ex09 {rows[0][1][EX09] / args.ex09:.2f} s" if args.ex09 else "") + "; grades identical in all three")
+    counts = {EX02: args.ex02, EX09: args.ex09}
+    print("\n| notebook | serial, per notebook (s) | plain nbclient run (s) | grader's overhead (s) |")
+    print("|---|---|---|---|")
+    for name in names:
+        each = rows[0][1][name] / counts[name]
+        print(f"| {name} | {each:.2f} | {plain[name]:.2f} | {each - plain[name]:.2f} |")
+    print("\ngrades identical in all three")
     if args.json:
-        Path(args.json).write_text(json.dumps({way: times for way, times in rows}, indent=1))
+        Path(args.json).write_text(json.dumps({"ways": dict(rows), "plain": plain}, indent=1))
     shutil.rmtree(work, ignore_errors=True)
 
 

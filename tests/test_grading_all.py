@@ -1,0 +1,144 @@
+"""Every assignment released and graded end to end: real nbgrader commands through `python -m autograder`.
+
+One temporary course folder: `release --all`; each release is checked for leaks; then, for each
+assignment, a correct submission (the solution's answers, and the files it hands in) must score every
+automatic point, an untouched one none, and for the numeric ones a `fool` (answers whose == always
+says yes) none. The helpers are test_grading.py's; exercise 9's students are in test_grading_ex09.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import nbformat
+import pytest
+from test_grading import (
+    ASSIGNMENTS,
+    REPO,
+    SOLUTIONS,
+    cli,
+    leaks,
+    nbgrader_meta,
+    require_trained_artefacts,
+    scores,
+    solve,
+)
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("course_all")
+
+
+@pytest.fixture(scope="module")
+def released(course) -> subprocess.CompletedProcess:
+    """Every assignment released. The sources are not validated again: the solutions stage just ran each
+    one with nbval, every test passing (the validation step itself is tested on exercise 2)."""
+    require_trained_artefacts()
+    result = cli("release", "--all", "--no-check", course=course)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for source in sorted(SOLUTIONS.glob("*/*.ipynb")):
+        assert (course / "release" / source.parent.name / source.name).is_file()
+    return result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_released_notebook_holds_no_solution_or_hidden_test(released, course, name):
+    """Is every released notebook free of solution code, hidden tests, delimiters and outputs?"""
+    sources = sorted((SOLUTIONS / name).glob("*.ipynb"))
+    for source in sources:
+        released_path = course / "release" / name / source.name
+        assert leaks(nbformat.read(source, as_version=4), released_path) == []
+    assert not list((course / "release" / name).glob("RUBRIC*")), "instructor files were released"
+
+
+def auto_points(nb) -> float:
+    """Points that nbgrader grades automatically: graded code cells (tests and autograded answers)."""
+    return sum(nbgrader_meta(c).get("points", 0) for c in nb.cells
+               if c.cell_type == "code" and nbgrader_meta(c).get("grade"))
+
+
+def artefacts(name: str) -> dict[str, Path]:
+    """Files a correct submission hands in beside its notebook (e.g. a saved model, declared in
+    autograder/nbgrader_config.py), as the solution's own run left them in its source folder."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from autograder.cli import handed_in
+
+    return {rel: SOLUTIONS / name / rel for rel in handed_in(name)}
+
+
+# Assignments whose answers are numbers: a `fool` hands in functions that return an object whose ==
+# always says yes; the tests compare exact types and values (dcv.grader.equals), so it scores nothing.
+NUMERIC = ("ex01_cnn_vs_dense", "ex02_params_memory", "ex03_gpu_memory", "ex04_pooling_vs_stride", "ex08_segmentation")
+ALWAYS_EQUAL = """class AlwaysEqual(int):
+    def __eq__(self, other):
+        return True
+    __ne__ = lambda self, other: False
+    __hash__ = int.__hash__
+"""
+
+
+def fool(released, source):
+    """The released notebook with every function the solution defines returning AlwaysEqual(0)."""
+    import ast
+
+    nb = copy.deepcopy(released)
+    answers = {nbgrader_meta(c).get("grade_id"): c.source for c in source.cells}
+    for cell in nb.cells:
+        if nbgrader_meta(cell).get("solution") and cell.cell_type == "code":
+            names = [n.name for n in ast.parse(answers[nbgrader_meta(cell)["grade_id"]]).body
+                     if isinstance(n, ast.FunctionDef)]
+            cell.source = ALWAYS_EQUAL + "".join(
+                f"\ndef {n}(*args, **kwargs):\n    return AlwaysEqual(0)\n" for n in names)
+    return nb
+
+
+# Exercise 9's right and untouched submissions are graded in test_grading_ex09.py (alice and bob).
+EVERY = [name for name in ASSIGNMENTS if name != "ex09_mnist"]
+
+
+@pytest.fixture(scope="module")
+def everyone(released, course, tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
+    """Autograde, for every assignment, `right` (the solution's answers), `blank` (untouched) and, for the
+    numeric ones, `fool` (answers whose == always says yes)."""
+    def grade(name: str) -> subprocess.CompletedProcess:
+        folder = tmp_path_factory.mktemp(f"all-{name}")
+        release_dir = course / "release" / name
+        right, blank = folder / "right" / name, folder / "blank" / name
+        shutil.copytree(release_dir, right)
+        shutil.copytree(release_dir, blank)
+        for nb_path in sorted(release_dir.glob("*.ipynb")):
+            release = nbformat.read(nb_path, as_version=4)
+            source = nbformat.read(SOLUTIONS / name / nb_path.name, as_version=4)
+            nbformat.write(solve(release, source), right / nb_path.name)
+            if name in NUMERIC:
+                (folder / "fool" / name).mkdir(parents=True, exist_ok=True)
+                nbformat.write(fool(release, source), folder / "fool" / name / nb_path.name)
+        for file_name, path in artefacts(name).items():
+            shutil.copy2(path, right / file_name)
+        return cli("autograde", name, str(folder), course=course)
+
+    # two assignments at a time: most of a grading run is kernels starting, not computing
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(EVERY, pool.map(grade, EVERY)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EVERY)
+def test_every_assignment_scores_full_when_right_and_zero_when_untouched(everyone, course, name):
+    """Does each assignment give its solution every automatic point and an untouched notebook none?"""
+    result = everyone[name]
+    assert result.returncode == 0, result.stdout + result.stderr
+    expected = sum(auto_points(nbformat.read(p, as_version=4)) for p in (SOLUTIONS / name).glob("*.ipynb"))
+    assert expected > 0
+    got = {student: score for student, score in scores(course, name).items()
+           if student in ("right", "blank", "fool")}
+    want = {"right": expected, "blank": 0.0, **({"fool": 0.0} if name in NUMERIC else {})}
+    assert got == want, result.stdout[-3000:]
