@@ -58,6 +58,15 @@ def cpu() -> str:
     return f"{name} ({vector}), {os.cpu_count()} cores"
 
 
+def busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (all cores; /proc/stat), 0 where unknown."""
+    stat = Path("/proc/stat")
+    if not stat.exists():
+        return 0.0
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in stat.read_text().split()[1:9])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def counts(report: Path) -> dict[str, int]:
     """passed / failed / skipped of a JUnit XML report (errors count as failed)."""
     if not report.exists():
@@ -183,9 +192,9 @@ def main(argv: list[str]) -> int:
     setup = float(os.environ.get("DCV_SETUP_SECONDS") or 0)
     say(f"CPU: {cpu()}; stages at once: {CONCURRENT}")
     stages = {name: Stage(name) for name in STAGES}
-    began = time.monotonic()
+    began, busy = time.monotonic(), busy_seconds()
     schedule(stages)
-    wall = setup + time.monotonic() - began
+    wall, busy = setup + time.monotonic() - began, busy_seconds() - busy
     rows = list(stages.values())
     total = {k: sum(s.tally[k] for s in rows) for k in ("passed", "failed", "skipped")}
     say(f"\n{'stage':<10} {'start':>7} {'wall':>7} {'cpu':>7} {'passed':>7} {'failed':>7} {'skipped':>8}  status")
@@ -195,8 +204,12 @@ def main(argv: list[str]) -> int:
         say(f"{s.name:<10} {minutes(s.start):>7} {minutes(s.seconds):>7} {minutes(s.cpu_seconds):>7} "
             f"{s.tally['passed']:>7} {s.tally['failed']:>7} {s.tally['skipped']:>8}  {verdict}")
     cpu_total = sum(s.cpu_seconds for s in rows)
-    say(f"{'total':<10} {'':>7} {minutes(wall):>7} {minutes(cpu_total):>7}  (start: after the set-up; "
-        f"cpu: the stage's processes, user + system) on {cpu()}")
+    say(f"{'total':<10} {'':>7} {minutes(wall):>7} {minutes(cpu_total):>7}  on {cpu()}")
+    say("start: after the set-up; cpu: user + system time of the stage's processes (grading's sandboxed "
+        "kernels, in PID namespaces of their own, are not counted)")
+    if busy:
+        say(f"the machine was busy for {minutes(busy)} of CPU time during the stages: about the wall time "
+            "they would take on one core of it")
     say(f"{total['passed']} passed, {total['failed']} failed, {total['skipped']} skipped")
     return 1 if any(s.status for s in rows) else 0
 

@@ -101,3 +101,14 @@ def test_stages_run_in_their_order_two_at_a_time(monkeypatch):
         for before in befores:
             if stage in started:
                 assert events.index(("end", before)) < events.index(("start", stage)), (before, stage)
+
+
+def test_machine_busy_time_counts_this_process():
+    """Does the machine's busy CPU time grow by at least the CPU time this process just spent?"""
+    import time
+
+    module = runner()
+    before, cpu = module.busy_seconds(), time.process_time()
+    while time.process_time() - cpu < 0.3:
+        pass
+    assert module.busy_seconds() - before >= 0.25
