@@ -43,7 +43,7 @@ PRIORITY = ("solutions", "grading", "chapters", "book", "browser", "unit")
 # while a stage waits on one long file or runs single-threaded (the book, the browser).
 CONCURRENT = int(os.environ.get("DCV_TEST_STAGES") or 2)
 # Stages whose files run on several processes (pytest-xdist, one file per worker at a time);
-# $DCV_TEST_WORKERS sets how many (default: the number of cores, at most 2; 1 = none).
+# $DCV_TEST_WORKERS sets how many (default: the cores it may use, at most 2; 1 = none).
 PARALLEL = ("unit", "chapters", "solutions", "grading")
 POLL = 0.5  # seconds between looks at which stages have finished
 
@@ -55,7 +55,13 @@ def cpu() -> str:
     flags = set((re.search(r"flags\s*:\s*(.*)", info) or re.search("()", "")).group(1).split())
     vector = "AVX-512" if "avx512f" in flags else "AVX2, no AVX-512" if "avx2" in flags else "no AVX2"
     name = model.group(1).strip() if model else platform.processor() or "unknown CPU"
-    return f"{name} ({vector}), {os.cpu_count()} cores"
+    usable, total = cores(), os.cpu_count() or 1
+    return f"{name} ({vector}), {usable} of {total} cores" if usable < total else f"{name} ({vector}), {total} cores"
+
+
+def cores() -> int:
+    """The cores this process may run on (fewer than the machine's under `taskset`)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def busy_seconds() -> float:
@@ -111,7 +117,7 @@ def command(stage: str) -> list[str]:
     paths = [str(p.relative_to(ROOT)) for p in stage_paths(stage)]
     if not paths:
         return []
-    workers = min(int(os.environ.get("DCV_TEST_WORKERS") or min(os.cpu_count() or 1, 2)), len(paths))
+    workers = min(int(os.environ.get("DCV_TEST_WORKERS") or min(cores(), 2)), len(paths))
     extra = ["-n", str(workers), "--dist", "loadfile"] if stage in PARALLEL and workers > 1 else []
     return [*PYTEST, f"--junitxml={REPORTS / f'{stage}.xml'}", *extra, *paths]
 
