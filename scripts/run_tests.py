@@ -154,7 +154,7 @@ def run_stage_safely(stage: Stage, origin: float) -> None:
     """run_stage, with anything it raises reported as the stage's failure (so no later stage waits forever)."""
     try:
         run_stage(stage, origin)
-    except Exception as error:  # noqa: BLE001 - reported, and the stage counts as failed
+    except Exception as error:  # reported, and the stage counts as failed
         say(f"===== stage: {stage.name} FAILED: {type(error).__name__}: {error} =====")
         stage.status = 1
         stage.tally = {**stage.tally, "failed": stage.tally["failed"] + 1}
