@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
-from .grading import Job, Result, grade
+from .grading import Job, Result, grade, template
 
 
 def failed(job: Job, exc: BaseException) -> Result:
@@ -47,6 +47,8 @@ def run(jobs: list[Job], on_result: Callable[[Job, Result], None], workers: int 
                         result = failed(job, exc)
                     done(job, result)
         elif workers > 1 and len(jobs) > 1:
+            for job in jobs:  # each assignment's private-gradebook template, made once before the fork
+                template(job.definition)
             context = multiprocessing.get_context("fork")
             with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
                 futures = {pool.submit(grade, job): job for job in jobs}

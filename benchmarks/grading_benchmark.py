@@ -42,22 +42,26 @@ def autograde(course: Path, name: str, folder: Path, *options: str) -> float:
     return time.monotonic() - started
 
 
-def bare(notebooks: list, folder: Path, extra: list[Path] = ()) -> float:
-    """Mean wall seconds to execute each notebook with plain nbclient (its own kernel, errors allowed),
-    `NBGRADER_EXECUTION` set as when grading (so exercise 9 loads its saved model instead of training)."""
+def bare(notebooks: list, folder: Path, extra: list[Path] = (), repeat: int = 2) -> float:
+    """Mean over the notebooks of the best of `repeat` wall times to execute each with plain nbclient (its own
+    kernel, errors allowed), `NBGRADER_EXECUTION` set as when grading (so exercise 9 loads its saved model
+    instead of training)."""
     from nbclient import NotebookClient
 
     os.environ["NBGRADER_EXECUTION"] = "autograde"  # the kernels inherit it
     seconds = []
     for i, nb in enumerate(notebooks):
-        work = folder / f"bare{i}"
-        work.mkdir(parents=True)
-        for path in extra:
-            shutil.copy2(path, work / path.name)
-        started = time.monotonic()
-        NotebookClient(nbformat.from_dict(nb), timeout=600, allow_errors=True, kernel_name="python3",
-                       resources={"metadata": {"path": str(work)}}).execute()
-        seconds.append(time.monotonic() - started)
+        best = float("inf")
+        for r in range(repeat):
+            work = folder / f"bare{i}-{r}"
+            work.mkdir(parents=True)
+            for path in extra:
+                shutil.copy2(path, work / path.name)
+            started = time.monotonic()
+            NotebookClient(nbformat.from_dict(nb), timeout=600, allow_errors=True, kernel_name="python3",
+                           resources={"metadata": {"path": str(work)}}).execute()
+            best = min(best, time.monotonic() - started)
+        seconds.append(best)
     del os.environ["NBGRADER_EXECUTION"]
     return sum(seconds) / len(seconds)
 
@@ -126,11 +130,13 @@ def main() -> None:
         total = sum(times.values())
         print(f"| {way} | {times[EX02]:.1f} | {times.get(EX09, 0):.1f} | {total:.1f} | {serial / total:.2f}x |")
     counts = {EX02: args.ex02, EX09: args.ex09}
-    print("\n| notebook | serial, per notebook (s) | plain nbclient run (s) | grader's overhead (s) |")
-    print("|---|---|---|---|")
+    print("\n| notebook | serial, per notebook (s) | plain nbclient run (s) | grader's overhead (s) "
+          "| --workers 2, wall per notebook (s) |")
+    print("|---|---|---|---|---|")
     for name in names:
         each = rows[0][1][name] / counts[name]
-        print(f"| {name} | {each:.2f} | {plain[name]:.2f} | {each - plain[name]:.2f} |")
+        print(f"| {name} | {each:.2f} | {plain[name]:.2f} | {each - plain[name]:.2f} "
+              f"| {rows[1][1][name] / counts[name]:.2f} |")
     print("\ngrades identical in all three")
     if args.json:
         Path(args.json).write_text(json.dumps({"ways": dict(rows), "plain": plain}, indent=1))

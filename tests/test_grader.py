@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from test_training import small_cnn  # the same tiny CNN
 
-from dcv.grader import accuracy, equals, from_scratch_problems, load_saved_model, pretrained_uses
+from dcv.grader import accuracy, equals, fingerprint, from_scratch_problems, load_saved_model, pretrained_uses
 from dcv.training import save_model
 
 # ---------------------------------------------------------------------------------------------
@@ -208,6 +208,26 @@ def test_accuracy_is_the_share_of_correct_argmax():
     y = predicted.copy()
     y[:10] = (y[:10] + 1) % 10
     assert accuracy(model, X, y, batch_size=16) == pytest.approx(0.8)
+
+
+def test_accuracy_is_computed_once_per_model_and_data(monkeypatch):
+    """Is the same model on the same images scored once, and anything changed scored anew?"""
+    model = small_cnn()
+    X = np.random.default_rng(1).random((40, 28, 28, 1), dtype=np.float32)
+    y = model.predict(X, verbose=0).argmax(axis=1)
+    calls = []
+    predict = model.predict_on_batch
+    monkeypatch.setattr(model, "predict_on_batch", lambda x: calls.append(len(x)) or predict(x))
+    assert accuracy(model, X, y) == 1.0 and calls == [40]
+    same_file_again = keras.models.clone_model(model)  # another object, same architecture and weights
+    same_file_again.set_weights(model.get_weights())
+    assert fingerprint(same_file_again) == fingerprint(model)
+    assert accuracy(model, X, y) == 1.0 and calls == [40]
+    other_labels = (y + 1) % 10
+    assert accuracy(model, X, other_labels) == 0.0 and calls == [40, 40]
+    model.set_weights([w * 0 for w in model.get_weights()])  # every score equal: argmax picks class 0
+    assert fingerprint(model) != fingerprint(same_file_again)
+    assert accuracy(model, X, y) == pytest.approx(np.mean(y == 0)) and calls == [40, 40, 40]
 
 
 
