@@ -554,8 +554,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                    help="grade on the Dask distributed cluster whose scheduler is there (see README)")
     p.add_argument("--unsafe-no-sandbox", action="store_true",
-                   help="run the students' kernels without bubblewrap, as you, unconfined (only where "
-                        "bwrap cannot run, and only for code you trust)")
+                   help="run the students' kernels outside the sandbox, as you, unconfined (only where "
+                        "the sandbox cannot be built, and only for code you trust)")
     p = command("collect", cmd_collect,
                 "Copy submissions from a folder or an LMS download (.zip) into submitted/, reporting wrong "
                 "names, duplicates, unreadable notebooks and late submissions.")

@@ -31,6 +31,10 @@ def run(jobs: list[Job], on_result: Callable[[Job, Result], None], workers: int 
         on_result(job, result)
         bar.update()
 
+    if jobs and not scheduler:  # started now, it imports TensorFlow while the work below goes on; workers share it
+        from .sandbox import zygote
+
+        zygote()
     try:
         if scheduler:
             from distributed import Client

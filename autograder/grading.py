@@ -200,7 +200,8 @@ class SandboxedExecute(Execute):
         dead = None
         with self.setup_kernel():
             pid_of = lambda: getattr(getattr(self.km, "provisioner", None), "pid", None)
-            watchdog = Watchdog(pid_of, self.uid, self.sandbox.memory_mb * MB, self.sandbox.notebook_timeout)
+            watchdog = Watchdog(pid_of, self.uid if self.sandbox.enabled else None, self.sandbox.memory_mb * MB,
+                                self.sandbox.notebook_timeout)
             watchdog.start()
             try:
                 info = self.wait_for_reply(self.kc.kernel_info())

@@ -42,8 +42,8 @@ c.Autograde.exclude_overwriting = {
     "ex10_transfer_learning": ["transfer_model.keras"],
 }
 
-# The sandbox of every autograding kernel (autograder/sandbox.py): bubblewrap, its own user id, no
-# network, a read-only system, and these limits per notebook. `autograde` refuses to run where bwrap
+# The sandbox of every autograding kernel (autograder/sandbox.py, zygote.py): namespaces of its own, its
+# own user id, no network, a read-only system, and these limits per notebook. `autograde` refuses where it
 # cannot, unless given --unsafe-no-sandbox.
 c.Sandbox.memory_mb = 4096        # resident memory of all its processes together (then killed)
 c.Sandbox.address_space_mb = 16384  # address space per process (TensorFlow reserves a lot)

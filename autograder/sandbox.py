@@ -1,20 +1,27 @@
-"""The sandbox every autograding kernel runs in: Debian's bubblewrap (`bwrap`) plus resource limits.
+"""The sandbox every autograding kernel runs in: its limits, the zygote that forks it, a memory watchdog.
 
-A kernel sees a read-only system (/usr, Python, the virtual environment, the helper package `dcv`
-and its data cache) and one writable folder, its submission's private working copy; nothing of the
-course folder (gradebook, other students, release, source), nor solutions/. It runs under a user id
-of its own with no capabilities, in new PID, network (no interface but a dead loopback), IPC and UTS
-namespaces, with rlimits on memory, CPU time, processes and file size; a watchdog kills it when its
-processes together use more memory than allowed or the notebook runs past its wall-time limit.
+A kernel is forked, warm, by this grading process's zygote (zygote.py: TensorFlow and the rest
+imported once), into new mount, PID, network, IPC, UTS and cgroup namespaces. It sees a read-only
+system (/usr, Python, the virtual environment, the helper package `dcv` and its data cache) and one
+writable folder, its submission's private working copy; nothing of the course folder (gradebook,
+other students, release, source), nor solutions/. It runs under a user id of its own with no
+capabilities, no network (not even a loopback), rlimits on memory, CPU time, processes and file
+size; a watchdog kills it when its processes together use more memory than allowed or the notebook
+runs past its wall-time limit.
 """
 
 from __future__ import annotations
 
+import atexit
+import json
+import multiprocessing
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -29,7 +36,7 @@ MB = 1024 * 1024
 class Sandbox(Configurable):
     """Limits and read-only paths of the autograding sandbox (configure as `c.Sandbox.<name>`)."""
 
-    enabled = Bool(True, help="Run kernels in bwrap; False is `--unsafe-no-sandbox`.").tag(config=True)
+    enabled = Bool(True, help="Run kernels in the sandbox; False is `--unsafe-no-sandbox`.").tag(config=True)
     memory_mb = Integer(4096, help="Memory of a notebook: resident memory of all its processes together "
                                    "(proportional set size, watched twice a second; the kernel is killed "
                                    "beyond it).").tag(config=True)
@@ -71,88 +78,154 @@ class Sandbox(Configurable):
                 "KERAS_HOME": keras, "PYDEVD_DISABLE_FILE_VALIDATION": "1", "PYTHONDONTWRITEBYTECODE": "1",
                 "MALLOC_ARENA_MAX": "2"}
 
-    def command(self, argv: list[str], workdir: str, runtime: str, uid: int) -> list[str]:
-        """`argv` (a kernel command) wrapped in bwrap and prlimit, run as `uid` in `workdir`."""
-        bwrap = shutil.which("bwrap") or "bwrap"
-        args = [bwrap, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-                "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--hostname", "sandbox",
-                "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
-                "--ro-bind", "/usr", "/usr"]
-        for link in ("lib", "lib64", "bin", "sbin", "lib32"):
-            if os.path.islink(f"/{link}"):
-                args += ["--symlink", os.readlink(f"/{link}"), f"/{link}"]
-            elif os.path.isdir(f"/{link}"):
-                args += ["--ro-bind", f"/{link}", f"/{link}"]
-        for etc in ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "fonts", "localtime", "alternatives",
-                    "mime.types", "ssl"):
-            args += ["--ro-bind-try", f"/etc/{etc}", f"/etc/{etc}"]
-        args += ["--proc", "/proc", "--dev", "/dev",
-                 "--size", str(self.tmp_mb * MB), "--perms", "1777", "--tmpfs", "/tmp",
-                 "--size", str(self.tmp_mb * MB), "--perms", "1777", "--tmpfs", "/dev/shm"]
-        made = {"/", "/usr", "/tmp", "/etc", "/proc", "/dev"}
+    def spec(self, workdir: str, runtime: str, uid: int, connection_file: str, mplconfig: str) -> dict:
+        """What the zygote needs to start one kernel (see zygote.py): paths, user id, limits, environment
+        (`mplconfig`: Matplotlib's folder as the zygote imported it, made again in the kernel's /tmp)."""
+        env = {**self.env(workdir), "MPLCONFIGDIR": mplconfig}
+        return {"isolate": self.enabled, "root": os.path.join(os.path.dirname(runtime), "root"),
+                "read_only": self.kernel_paths(), "writable": [runtime, workdir], "workdir": workdir,
+                "uid": uid, "env": env, "tmp_bytes": self.tmp_mb * MB, "tmp_folders": [mplconfig],
+                "limits": {"address_space": self.address_space_mb * MB, "cpu": self.cpu_seconds,
+                           "processes": self.processes, "file": self.file_mb * MB},
+                "argv": ["-f", connection_file, "--HistoryManager.enabled=False"]}  # no history thread, no file
 
-        def parents(path: str) -> list[str]:  # folders bwrap must create, readable by the kernel's user
-            out = []
-            for parent in reversed(Path(path).parents):
-                if str(parent) not in made:
-                    made.add(str(parent))
-                    out += ["--perms", "0755", "--dir", str(parent)]
-            return out
 
-        for path in self.kernel_paths():
-            args += parents(path) + ["--ro-bind", path, path]
-        for path in (runtime, workdir):
-            args += parents(path) + ["--bind", path, path]
-        args += ["--chdir", workdir, "--clearenv"]
-        for key, value in self.env(workdir).items():
-            args += ["--setenv", key, value]
-        limits = [f"--as={self.address_space_mb * MB}", f"--cpu={self.cpu_seconds}", f"--nproc={self.processes}",
-                  f"--fsize={self.file_mb * MB}", "--core=0"]
-        return [*args, "--", shutil.which("setpriv") or "setpriv", f"--reuid={uid}", f"--regid={uid}",
-                "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs",
-                shutil.which("prlimit") or "prlimit", *limits, "--", *argv]
+class WarmProcess:
+    """The kernel's handle, as jupyter_client uses a Popen: its pid, poll/wait (asked of the zygote), signals."""
+
+    def __init__(self, pid: int, zygote: Zygote):
+        self.pid, self.zygote, self.returncode = pid, zygote, None
+        self.stdin = self.stdout = self.stderr = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self.zygote.request({"op": "poll", "pid": self.pid})["status"]
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout)
+            time.sleep(0.05)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+
+class Zygote:
+    """The grader's end of `python -m autograder.zygote`: one per grading process, started on first use."""
+
+    def __init__(self):
+        self.folder = tempfile.mkdtemp(prefix="dcv-zygote-")
+        os.chmod(self.folder, 0o755)
+        self.mplconfig = os.path.join(self.folder, "matplotlib")
+        # One request at a time, from any thread of this process or of worker processes forked from it
+        # (executors.run starts the zygote before forking its local workers, which share it).
+        self.lock = multiprocessing.get_context("fork").Lock()
+        self.owner = os.getpid()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        base = Sandbox().env(self.folder)
+        env = {**base, "MPLCONFIGDIR": self.mplconfig, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        self.log = os.path.join(self.folder, "zygote.log")
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "autograder.zygote", str(theirs.fileno())],
+                                            pass_fds=[theirs.fileno()], env=env, cwd=self.folder,
+                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        theirs.close()
+        self.sock = ours
+
+    def request(self, message: dict, fds: list[int] = ()) -> dict:
+        """Send one request, return its reply (one at a time: grading threads share the zygote)."""
+        with self.lock:  # the first reply waits until the zygote has imported what it warms
+            try:
+                socket.send_fds(self.sock, [json.dumps(message).encode()], list(fds))
+                data = self.sock.recv(1 << 16)
+            except OSError:
+                data = b""
+            if not data:
+                said = open(self.log, errors="replace").read().strip().splitlines()
+                raise RuntimeError("the kernel zygote is not running" + (f": {said[-1][:300]}" if said else ""))
+            return json.loads(data)
+
+    def spawn(self, spec: dict, log_fd: int) -> WarmProcess:
+        """Fork a kernel of `spec`, its console output going to `log_fd`."""
+        return WarmProcess(self.request({"op": "spawn", "spec": spec}, [log_fd])["pid"], self)
+
+    def close(self) -> None:
+        if os.getpid() != self.owner:  # a forked worker: the zygote is its parent's to close
+            return
+        self.sock.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+_ZYGOTE: list[Zygote] = []
+_ZYGOTE_LOCK = threading.Lock()
+
+
+def zygote() -> Zygote:
+    """This process's zygote, started on first use (worker processes forked after that share it)."""
+    with _ZYGOTE_LOCK:
+        if not _ZYGOTE:
+            _ZYGOTE.append(Zygote())
+            atexit.register(_ZYGOTE[0].close)
+        return _ZYGOTE[0]
 
 
 def unavailable() -> str | None:
-    """Why bwrap cannot sandbox a kernel on this machine, or None when it can."""
-    for tool in ("bwrap", "setpriv", "prlimit"):
-        if not shutil.which(tool):
-            package = "bubblewrap" if tool == "bwrap" else "util-linux"
-            return f"`{tool}` is not installed (Debian package {package}: `bash scripts/setup.sh` installs it)"
+    """Why the sandbox cannot be built on this machine, or None when it can."""
+    if sys.platform != "linux":
+        return "the sandbox needs Linux namespaces"
     if os.geteuid() != 0:
-        return ("bwrap must run as root here, to give each kernel a user id of its own (the process "
-                "limit counts per user)")
-    probe = Sandbox().command(["/bin/true"], "/tmp", "/tmp", 200000 - 1)
-    try:
-        done = subprocess.run(probe, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"bwrap failed to start: {exc}"
+        return ("the sandbox must run as root here, to give each kernel a user id of its own (the process "
+                "limit counts per user) and namespaces of its own")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o755)
+        work = os.path.join(tmp, "work")
+        os.mkdir(work)
+        os.chown(work, 200000 - 1, 200000 - 1)
+        spec = Sandbox().spec(work, work, 200000 - 1, os.path.join(work, "kernel.json"), "/tmp/matplotlib")
+        probe = [sys.executable, "-m", "autograder.zygote", "--probe", json.dumps(spec)]
+        try:
+            done = subprocess.run(probe, capture_output=True, text=True, timeout=60,
+                                  cwd=str(Path(__file__).resolve().parents[1]))
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"the sandbox failed to start: {exc}"
     if done.returncode:
-        return f"bwrap failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"
+        said = done.stderr.strip().splitlines()
+        return f"the sandbox cannot be built here: {said[-1] if said else done.returncode}"
     return None
 
 
 class SandboxedKernelManager(AsyncKernelManager):
-    """A kernel manager whose kernel runs inside the sandbox, talking over IPC sockets in `runtime`."""
+    """A kernel manager whose kernel is forked by the zygote into the sandbox, talking over IPC sockets."""
 
     def __init__(self, *, sandbox: Sandbox, workdir: str, runtime: str, uid: int, **kwargs):
         super().__init__(transport="ipc", connection_file=os.path.join(runtime, "kernel.json"), **kwargs)
         self.sandbox, self.workdir, self.runtime, self.uid = sandbox, workdir, runtime, uid
 
-    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
-        """The kernel's command, wrapped in the sandbox."""
-        argv = [sys.executable, "-m", "ipykernel_launcher", "-f", self.connection_file,
-                *(extra_arguments or [])]
-        return self.sandbox.command(argv, self.workdir, self.runtime, self.uid) if self.sandbox.enabled else argv
-
     async def _async_launch_kernel(self, kernel_cmd: list[str], **kw):
-        """Start the kernel, its own console output going to `runtime`/../kernel.log (not ours)."""
-        log = open(os.path.join(os.path.dirname(self.runtime), "kernel.log"), "ab")
-        kw.update(stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        try:
-            return await super()._async_launch_kernel(kernel_cmd, **kw)
-        finally:
-            log.close()
+        """Have the zygote fork the kernel, its console output going to `runtime`/../kernel.log (not ours)."""
+        warm = zygote()
+        spec = self.sandbox.spec(self.workdir, self.runtime, self.uid, self.connection_file, warm.mplconfig)
+        with open(os.path.join(os.path.dirname(self.runtime), "kernel.log"), "ab") as log:
+            process = warm.spawn(spec, log.fileno())
+        provisioner = self.provisioner
+        provisioner.process, provisioner.pid, provisioner.pgid = process, process.pid, None
+        provisioner.cwd = self.workdir
+        self._reconcile_connection_info(provisioner.connection_info)
 
     def write_connection_file(self, **kwargs) -> None:
         """Write the connection file, readable by the kernel's own user."""
@@ -161,7 +234,7 @@ class SandboxedKernelManager(AsyncKernelManager):
             os.chown(self.connection_file, self.uid, self.uid)
 
     async def _async_interrupt_kernel(self) -> None:
-        """Interrupt by a message: a signal would reach bwrap, not the kernel."""
+        """Interrupt by a message: a signal would reach the process outside the sandbox, not the kernel."""
         if self.kernel_spec is not None:
             self.kernel_spec.interrupt_mode = "message"
         await super()._async_interrupt_kernel()
@@ -199,9 +272,13 @@ class Watchdog(threading.Thread):
             except psutil.Error:
                 continue
             used = 0
-            for p in procs:  # proportional set size: pages shared after fork() are not counted twice
+            # Proportional set size: pages shared after fork() are not counted twice, and the pages the
+            # zygote's imports share with every kernel count once, split among them. Sandboxed, only the
+            # kernel's own user's processes count (not the two root processes that hold its namespaces).
+            for p in procs:
                 try:
-                    used += p.memory_full_info().pss
+                    if self.uid is None or p.uids().real == self.uid:
+                        used += p.memory_full_info().pss
                 except psutil.Error:
                     pass
             self.peak = max(self.peak, used)
@@ -210,7 +287,7 @@ class Watchdog(threading.Thread):
                 return
 
     def kill(self, pid: int, reason: str) -> None:
-        """Kill the kernel (bwrap: its PID namespace goes with it) and say why."""
+        """Kill the kernel (its PID namespace goes with it) and say why."""
         self.reason = reason
         try:
             os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,303 @@
+"""Warm kernels: a process that imports Keras once, then forks each autograding kernel, sandboxed.
+
+`python -m autograder.zygote FD` is started by the grader (sandbox.Zygote), one per grading process.
+It imports what every kernel needs (TensorFlow and Keras, Matplotlib, IPython's kernel, the helper
+package) before any student code exists, then serves requests on the Unix socket FD: `spawn` forks
+a kernel, `poll` reports whether one has exited. A kernel therefore starts in a fraction of a second
+instead of the ~6 CPU-seconds of importing TensorFlow. The zygote never reads a gradebook or a
+submission: a kernel inherits nothing of other students.
+
+Each kernel is three processes. The first (in the grader's namespaces, root) enters new mount,
+PID, network, IPC, UTS and cgroup namespaces and waits; the second is PID 1 there: it builds the
+kernel's view of the file system (a read-only system, its submission's folder writable, private
+/tmp, /dev/shm and /proc; nothing else) and reaps orphans; the third is the kernel: rlimits set, every
+capability dropped, its own user id, no new privileges, an environment of its own. Killing the
+first kills the others (parent-death signals; the PID namespace dies with its PID 1). Where `isolate`
+is false (`--unsafe-no-sandbox`), the kernel runs as the grader's user with no namespace at all.
+`python -m autograder.zygote --probe` checks that this machine can build the sandbox (root, Linux
+namespaces), without importing Keras.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import platform
+import resource
+import select
+import signal
+import socket
+import sys
+
+CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS = 0x00020000, 0x02000000, 0x04000000
+CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x08000000, 0x20000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
+MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
+MNT_DETACH = 2
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 24, 38
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(platform.machine())
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "fonts", "localtime", "alternatives", "mime.types", "ssl")
+# Imported before any kernel exists: what the assignments' first cells import.
+WARM = ("tensorflow", "keras", "numpy", "matplotlib.pyplot", "ipykernel.kernelapp", "dcv.data", "dcv.grader",
+        "dcv.images", "dcv.pretrained", "dcv.training")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    enc = lambda s: s.encode() if s is not None else None
+    _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
+           f"mount {source or ''} on {target}")
+
+
+def _prctl(option: int, value: int) -> None:
+    _check(_libc.prctl(option, ctypes.c_ulong(value), 0, 0, 0), f"prctl {option}")
+
+
+def _exit_code(status: int) -> int:
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 128 - code
+
+
+# ---------------------------------------------------------------------------------------------
+# the sandbox, built by a freshly forked process (root, the grader's namespaces)
+
+
+def _bind(source: str, target: str, *, read_only: bool, flags: int = MS_NOSUID | MS_NODEV) -> None:
+    """Bind `source` at `target` (created), read-only or not, submounts included."""
+    if os.path.isdir(source):
+        os.makedirs(target, 0o755, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
+        open(target, "a").close()
+    _mount(source, target, None, MS_BIND | MS_REC)
+    remount = MS_BIND | MS_REMOUNT | flags | (MS_RDONLY if read_only else 0)
+    below = []
+    with open("/proc/self/mountinfo") as info:
+        for line in info:
+            point = line.split()[4].replace("\\040", " ")
+            if point == target or point.startswith(target.rstrip("/") + "/"):
+                below.append(point)
+    for point in below or [target]:
+        _mount(None, point, None, remount)
+
+
+def build_root(spec: dict) -> None:
+    """Make the new mount namespace's root: only the paths the kernel needs, then pivot into it."""
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    root = spec["root"]
+    os.makedirs(root, 0o755, exist_ok=True)
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
+    inside = lambda path: root + path
+    for link in ("lib", "lib64", "bin", "sbin", "lib32"):
+        if os.path.islink(f"/{link}"):
+            os.symlink(os.readlink(f"/{link}"), inside(f"/{link}"))
+        elif os.path.isdir(f"/{link}"):
+            _bind(f"/{link}", inside(f"/{link}"), read_only=True)
+    _bind("/usr", inside("/usr"), read_only=True)
+    os.makedirs(inside("/dev"))
+    _mount("tmpfs", inside("/dev"), "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k")
+    for private in ("/tmp", "/dev/shm"):  # first: the submission's folders may lie under /tmp
+        os.makedirs(inside(private), exist_ok=True)
+        _mount("tmpfs", inside(private), "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={spec['tmp_bytes']}")
+    for name in ETC:
+        if os.path.exists(f"/etc/{name}"):
+            _bind(os.path.realpath(f"/etc/{name}"), inside(f"/etc/{name}"), read_only=True)
+    for path in spec["read_only"]:
+        _bind(path, inside(path), read_only=True)
+    for path in spec["writable"]:
+        _bind(path, inside(path), read_only=False)
+    os.makedirs(inside("/proc"))
+    _mount("proc", inside("/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    for name in DEVICES:
+        if os.path.exists(f"/dev/{name}"):
+            _bind(f"/dev/{name}", inside(f"/dev/{name}"), read_only=False, flags=MS_NOSUID | MS_NOEXEC)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, inside(f"/dev/{name}"))
+    for folder in spec.get("tmp_folders", []):  # e.g. Matplotlib's configuration folder, as imported
+        os.makedirs(inside(folder), 0o700, exist_ok=True)
+        os.chown(inside(folder), spec["uid"], spec["uid"])
+    os.chdir(root)
+    _check(_libc.syscall(SYS_PIVOT_ROOT, b".", b"."), "pivot_root")
+    _check(_libc.umount2(b".", MNT_DETACH), "umount of the old root")
+    os.chdir("/")
+    _mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    socket.sethostname(spec.get("hostname", "sandbox"))
+
+
+def confine(spec: dict) -> None:
+    """Limits, no capability, the kernel's own user id, no new privileges (in the kernel process)."""
+    limits = spec["limits"]
+    for name, value in (("RLIMIT_AS", limits["address_space"]), ("RLIMIT_CPU", limits["cpu"]),
+                        ("RLIMIT_NPROC", limits["processes"]), ("RLIMIT_FSIZE", limits["file"]),
+                        ("RLIMIT_CORE", 0)):
+        resource.setrlimit(getattr(resource, name), (value, value))
+    last = int(open("/proc/sys/kernel/cap_last_cap").read())
+    for cap in range(last + 1):
+        _prctl(PR_CAPBSET_DROP, cap)
+    uid = spec["uid"]
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    status = open("/proc/self/status").read()
+    effective = next(line.split()[1] for line in status.splitlines() if line.startswith("CapEff:"))
+    if int(effective, 16) or os.getuid() != uid or os.geteuid() != uid:
+        raise OSError("capabilities or root left after dropping privileges")
+
+
+def run_kernel(spec: dict) -> None:
+    """Become the IPython kernel of `spec` (never returns)."""
+    os.umask(0o022)
+    os.chdir(spec["workdir"])
+    os.environ.clear()
+    os.environ.update(spec["env"])
+    sys.path.insert(0, spec["workdir"])  # as `python -m ipykernel_launcher` run in the submission's folder
+    sys.argv = ["ipykernel_launcher", *spec["argv"]]
+    import numpy
+
+    numpy.random.seed()  # forked: NumPy's global generator must not repeat the zygote's state
+    from ipykernel import kernelapp
+
+    kernelapp.launch_new_instance()
+    os._exit(0)
+
+
+def kernel(spec: dict, log_fd: int | None) -> None:
+    """In a process just forked from the zygote: become a sandboxed kernel (never returns)."""
+    os.setsid()
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    null = os.open("/dev/null", os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(log_fd if log_fd is not None else null, 1)
+    os.dup2(log_fd if log_fd is not None else null, 2)
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the zygote's socket above all
+    try:
+        if not spec["isolate"]:
+            run_kernel(spec)
+        _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
+                             | CLONE_NEWCGROUP), "unshare")
+        alive_r, alive_w = os.pipe()
+        pid = os.fork()
+        if pid:  # stays outside, as the kernel's pid for the grader: exits with the kernel's status
+            os.close(alive_r)
+            os._exit(_exit_code(os.waitpid(pid, 0)[1]))
+        os.close(alive_w)
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if select.select([alive_r], [], [], 0)[0]:  # the first process died before the line above
+            os._exit(1)
+        os.close(alive_r)
+        build_root(spec)
+        pid = os.fork()
+        if pid:  # PID 1 of the namespace: reap orphans until the kernel exits
+            while True:
+                try:
+                    done, status = os.waitpid(-1, 0)
+                except ChildProcessError:
+                    os._exit(1)
+                if done == pid:
+                    os._exit(_exit_code(status))
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        confine(spec)
+        run_kernel(spec)
+    except BaseException as exc:  # said in the kernel's log, which the grader quotes
+        print(f"sandbox: cannot start the kernel: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        os._exit(70)
+
+
+# ---------------------------------------------------------------------------------------------
+# the server
+
+
+def serve(sock: socket.socket) -> None:
+    """Answer the grader's requests until it closes the socket; then kill every kernel still running."""
+    exited: dict[int, int | None] = {}
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, 1 << 20, 1)
+        except (ConnectionError, OSError):
+            data, fds = b"", []
+        if not data:
+            break
+        request = json.loads(data)
+        for pid, status in list(exited.items()):
+            if status is None:
+                try:
+                    done, raw = os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    done, raw = pid, 0
+                if done:
+                    exited[pid] = _exit_code(raw)
+        if request["op"] == "spawn":
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    kernel(request["spec"], fds[0] if fds else None)
+                finally:
+                    os._exit(70)
+            exited[pid] = None
+            reply = {"pid": pid}
+        else:  # poll
+            reply = {"status": exited.get(request["pid"], 0)}
+        for fd in fds:
+            os.close(fd)
+        sock.send(json.dumps(reply).encode())
+    for pid, status in exited.items():
+        if status is None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def probe() -> int:
+    """Exit 0 when a sandboxed child can be built here: every step of the sandbox, then nothing."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            if _libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
+                             | CLONE_NEWCGROUP):
+                print(f"no right to create Linux namespaces (unshare: {os.strerror(ctypes.get_errno())}; "
+                      "it needs root with CAP_SYS_ADMIN)", file=sys.stderr, flush=True)
+                os._exit(70)
+            inner = os.fork()
+            if inner:
+                os._exit(_exit_code(os.waitpid(inner, 0)[1]))
+            spec = json.loads(sys.argv[2])
+            build_root(spec)
+            confine(spec)
+            os.chdir(spec["workdir"])
+            os._exit(0)
+        except BaseException as exc:
+            print(f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            os._exit(70)
+    return _exit_code(os.waitpid(pid, 0)[1])
+
+
+def main() -> int:
+    if sys.argv[1] == "--probe":
+        return probe()
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    import importlib
+
+    for module in WARM:
+        importlib.import_module(module)
+    # The zygote's own folder and the autograder's (PYTHONPATH) are no kernel's business.
+    ours = {os.getcwd(), "", *os.environ.get("PYTHONPATH", "").split(os.pathsep)}
+    sys.path[:] = [entry for entry in sys.path if entry not in ours]
+    serve(sock)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""The warm kernels of autograder/zygote.py, seen from inside: what a kernel forked into the sandbox can
+see and do, and what it inherits of the zygote (TensorFlow imported, nothing of other kernels).
+
+Each test runs a small notebook through the grader's own executor (grading.SandboxedExecute), as
+`autograde` does, and reads back what the kernel printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from autograder.grading import SandboxedExecute  # noqa: E402
+from autograder.sandbox import Sandbox, unavailable  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+UID = 200000 + 64 * 1000 + 7  # a user id no other test uses
+
+FACTS = r'''
+import json, os, random, socket, sys
+import numpy as np
+status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
+seqpacket = []
+for fd in map(int, os.listdir("/proc/self/fd")):
+    try:
+        s = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        continue
+    if s.type == socket.SOCK_SEQPACKET:
+        seqpacket.append(fd)
+    s.close()
+def writable(path):
+    try:
+        open(path, "w").close()
+        return True
+    except OSError:
+        return False
+try:
+    import autograder.grading
+    grader_code = True
+except ImportError:
+    grader_code = False
+try:
+    socket.create_connection(("127.0.0.1", 22), timeout=2)
+    network = "connected"
+except OSError as exc:
+    network = type(exc).__name__
+print(json.dumps({
+    "uid": os.getuid(), "euid": os.geteuid(), "cap_eff": status["CapEff"].strip(),
+    "cap_bnd": status["CapBnd"].strip(), "no_new_privs": status["NoNewPrivs"].strip(),
+    "hostname": socket.gethostname(), "root": sorted(os.listdir("/")),
+    "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+    "home": os.environ["HOME"], "cwd": os.getcwd(), "seqpacket": seqpacket, "grader_code": grader_code,
+    "usr_writable": writable("/usr/x"), "work_writable": writable("x"), "network": network,
+    "tensorflow_warm": "tensorflow" in sys.modules, "path": sys.path,
+    "numpy": np.random.rand(), "random": random.random(),
+    "visible": {path: os.path.exists(path)
+                for path in ("REPO/solutions", "REPO/autograder", "REPO/.git", "/etc/passwd")},
+}))
+'''
+
+
+def run_kernel(sandbox: Sandbox, uid: int) -> dict:
+    """Run FACTS in a kernel forked by the zygote, in a fresh submission folder; return what it printed."""
+    tmp = tempfile.mkdtemp(prefix="dcv-grade-")
+    os.chmod(tmp, 0o755)
+    work, runtime = os.path.join(tmp, "work"), os.path.join(tmp, "runtime")
+    for folder in (work, runtime):
+        os.mkdir(folder)
+        if sandbox.enabled:
+            os.chown(folder, uid, uid)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(FACTS.replace("REPO", str(REPO)))]
+    executor = SandboxedExecute(sandbox=sandbox, workdir=work, runtime=runtime, uid=uid)
+    executor.preprocess(nb, {"metadata": {"path": work}})
+    outputs = nb.cells[0].outputs
+    assert outputs and outputs[0].output_type == "stream", outputs
+    return {**json.loads(outputs[0].text), "tmp": tmp, "work": work}
+
+
+@pytest.fixture(scope="module")
+def two_kernels() -> list[dict]:
+    assert unavailable() is None, unavailable()
+    return [run_kernel(Sandbox(), UID), run_kernel(Sandbox(), UID + 1)]
+
+
+def test_kernel_runs_as_its_own_user_with_no_privilege(two_kernels):
+    """Is the kernel its own user id, with no capability at all, unable to gain any?"""
+    facts = two_kernels[0]
+    assert (facts["uid"], facts["euid"]) == (UID, UID)
+    assert int(facts["cap_eff"], 16) == 0 and int(facts["cap_bnd"], 16) == 0
+    assert facts["no_new_privs"] == "1"
+
+
+def test_kernel_sees_only_its_sandbox(two_kernels):
+    """Does the kernel see its own processes only, a read-only system, its own folder writable, no network,
+    and nothing of the zygote (its socket, the grader's code)?"""
+    facts = two_kernels[0]
+    assert facts["hostname"] == "sandbox"
+    assert facts["pids"][:2] == [1, 2] and max(facts["pids"]) < 50  # PID 1 (the reaper), 2 (the kernel)
+    assert not any(facts["visible"].values()), facts["visible"]  # the repository's dcv/ and .venv/ only
+    assert not facts["usr_writable"] and facts["work_writable"]
+    assert facts["home"] == facts["cwd"] == facts["work"]
+    assert facts["network"] != "connected"
+    assert facts["seqpacket"] == [], "the zygote's socket leaked into the kernel"
+    assert not facts["grader_code"]
+    assert str(REPO) not in facts["path"] and facts["path"][0] == facts["work"]
+
+
+def test_kernels_are_warm_and_share_no_random_state(two_kernels):
+    """Do kernels start with TensorFlow imported, yet draw different random numbers (forked, then reseeded)?"""
+    first, second = two_kernels
+    assert first["tensorflow_warm"] and second["tensorflow_warm"]
+    assert first["numpy"] != second["numpy"] and first["random"] != second["random"]
+
+
+def test_kernel_leaves_nothing_behind(two_kernels):
+    """Once the notebook is done, is no process of the kernel's user left running?"""
+    import psutil
+
+    left = [p.pid for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real in (UID, UID + 1)]
+    assert left == []
+
+
+def test_unsafe_mode_runs_unconfined():
+    """With the sandbox off (`--unsafe-no-sandbox`), does the kernel run as the grader's user, warm still?"""
+    sandbox = Sandbox()
+    sandbox.enabled = False
+    facts = run_kernel(sandbox, UID + 2)
+    assert facts["uid"] == os.getuid() and facts["tensorflow_warm"]
