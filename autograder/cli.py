@@ -395,9 +395,7 @@ def cmd_autograde(args: argparse.Namespace) -> int:
         jobs.append((grading.Job(name, student, definition, submitted, overwrite, config, timestamp,
                                  notes.get(student, [])), digest))
     if jobs and config.Sandbox.enabled:
-        from .sandbox import unavailable
-
-        if why := unavailable():
+        if why := grading.sandbox_problem():  # checked once: forked workers inherit the answer
             raise Failure(f"cannot sandbox the students' kernels: {why}. Refusing to run student code "
                           "unconfined; `--unsafe-no-sandbox` does (only for code you trust)")
     elif jobs:

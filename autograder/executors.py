@@ -32,9 +32,9 @@ def run(jobs: list[Job], on_result: Callable[[Job, Result], None], workers: int 
         bar.update()
 
     if jobs and not scheduler:  # started now, it imports TensorFlow while the work below goes on; workers share it
-        from .sandbox import zygote
+        from .sandbox import warm_modules, zygote
 
-        zygote()
+        zygote(warm_modules(jobs[0].definition))
     try:
         if scheduler:
             from distributed import Client

@@ -40,7 +40,7 @@ from nbgrader.preprocessors import DeduplicateIds as NbgraderDeduplicateIds
 from nbgrader.preprocessors import SaveAutoGrades as NbgraderSaveAutoGrades
 from traitlets.config import Config
 
-from .sandbox import MB, Sandbox, SandboxedKernelManager, Watchdog
+from .sandbox import MB, Sandbox, SandboxedKernelManager, Watchdog, warm_modules
 
 NOT_RUN = "NotRun"  # ename of the error output given to a cell that never ran (it scores 0)
 
@@ -161,16 +161,17 @@ class SandboxedExecute(Execute):
     """nbgrader's Execute with the kernel in the sandbox, output capped, and a dead kernel handled:
     the cells after it are marked as not run (they score 0), never left looking passed."""
 
-    def __init__(self, *, sandbox: Sandbox, workdir: str, runtime: str, uid: int, **kwargs):
+    def __init__(self, *, sandbox: Sandbox, workdir: str, runtime: str, uid: int, warm: tuple[str, ...] = (),
+                 **kwargs):
         super().__init__(**kwargs)
-        self.sandbox, self.workdir, self.runtime, self.uid = sandbox, workdir, runtime, uid
+        self.sandbox, self.workdir, self.runtime, self.uid, self.warm = sandbox, workdir, runtime, uid, warm
         self.problems: list[str] = []
         self.output_bytes = 0
         self.output_full = False
 
     def create_kernel_manager(self):
         self.km = SandboxedKernelManager(sandbox=self.sandbox, workdir=self.workdir, runtime=self.runtime,
-                                         uid=self.uid, kernel_name="python3")
+                                         uid=self.uid, warm=self.warm, kernel_name="python3")
         return self.km
 
     def output(self, outs, msg, display_id, cell_index):
@@ -423,7 +424,8 @@ def grade_notebook(job: Job, name: str, work: str, runtime: str, url: str, uid: 
         return zero(f"its grading metadata is broken ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
     result.reasons += [f"{name}.ipynb: {note}" for note in resources.pop("dcv_notes", [])]
     gradeable = {c.metadata["nbgrader"]["grade_id"] for c in nb.cells if utils.is_grade(c)}
-    execute = SandboxedExecute(sandbox=sandbox, workdir=work, runtime=runtime, uid=uid, config=config)
+    execute = SandboxedExecute(sandbox=sandbox, workdir=work, runtime=runtime, uid=uid,
+                               warm=warm_modules(job.definition), config=config)
     env = os.environ.copy()
     try:
         os.environ["NBGRADER_EXECUTION"] = "autograde"

@@ -124,7 +124,7 @@ class WarmProcess:
 class Zygote:
     """The grader's end of `python -m autograder.zygote`: one per grading process, started on first use."""
 
-    def __init__(self):
+    def __init__(self, warm: tuple[str, ...] = ()):
         self.folder = tempfile.mkdtemp(prefix="dcv-zygote-")
         os.chmod(self.folder, 0o755)
         self.mplconfig = os.path.join(self.folder, "matplotlib")
@@ -137,7 +137,8 @@ class Zygote:
         env = {**base, "MPLCONFIGDIR": self.mplconfig, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
         self.log = os.path.join(self.folder, "zygote.log")
         with open(self.log, "wb") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "autograder.zygote", str(theirs.fileno())],
+            self.process = subprocess.Popen([sys.executable, "-m", "autograder.zygote", str(theirs.fileno()),
+                                             json.dumps(list(warm))],
                                             pass_fds=[theirs.fileno()], env=env, cwd=self.folder,
                                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         theirs.close()
@@ -171,17 +172,42 @@ class Zygote:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-_ZYGOTE: list[Zygote] = []
+_ZYGOTES: dict[tuple[str, ...], Zygote] = {}
 _ZYGOTE_LOCK = threading.Lock()
 
 
-def zygote() -> Zygote:
-    """This process's zygote, started on first use (worker processes forked after that share it)."""
+def zygote(warm: tuple[str, ...] = ()) -> Zygote:
+    """This process's zygote for kernels that import `warm`, started on first use (worker processes forked
+    after that share it)."""
     with _ZYGOTE_LOCK:
-        if not _ZYGOTE:
-            _ZYGOTE.append(Zygote())
-            atexit.register(_ZYGOTE[0].close)
-        return _ZYGOTE[0]
+        if warm not in _ZYGOTES:
+            _ZYGOTES[warm] = Zygote(warm)
+            atexit.register(_ZYGOTES[warm].close)
+        return _ZYGOTES[warm]
+
+
+def warm_modules(definition: dict) -> tuple[str, ...]:
+    """The modules an assignment's notebooks import that a zygote may import beforehand (zygote.WARMABLE),
+    read from the source cells of its definition (the instructor's code, not a student's)."""
+    import ast
+
+    from .zygote import WARMABLE
+
+    found: set[str] = set()
+    for nb in definition.get("notebooks", []):
+        for cell in nb.get("source_cells", []):
+            if cell.get("cell_type") != "code":
+                continue
+            try:
+                tree = ast.parse(cell.get("source") or "")
+            except SyntaxError:
+                continue
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    found |= {alias.name for alias in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    found |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+    return tuple(m for m in WARMABLE if m in found or (m == "matplotlib.pyplot" and "matplotlib" in found))
 
 
 def unavailable() -> str | None:
@@ -212,13 +238,14 @@ def unavailable() -> str | None:
 class SandboxedKernelManager(AsyncKernelManager):
     """A kernel manager whose kernel is forked by the zygote into the sandbox, talking over IPC sockets."""
 
-    def __init__(self, *, sandbox: Sandbox, workdir: str, runtime: str, uid: int, **kwargs):
+    def __init__(self, *, sandbox: Sandbox, workdir: str, runtime: str, uid: int, warm: tuple[str, ...] = (),
+                 **kwargs):
         super().__init__(transport="ipc", connection_file=os.path.join(runtime, "kernel.json"), **kwargs)
-        self.sandbox, self.workdir, self.runtime, self.uid = sandbox, workdir, runtime, uid
+        self.sandbox, self.workdir, self.runtime, self.uid, self.warm = sandbox, workdir, runtime, uid, warm
 
     async def _async_launch_kernel(self, kernel_cmd: list[str], **kw):
         """Have the zygote fork the kernel, its console output going to `runtime`/../kernel.log (not ours)."""
-        warm = zygote()
+        warm = zygote(self.warm)
         spec = self.sandbox.spec(self.workdir, self.runtime, self.uid, self.connection_file, warm.mplconfig)
         with open(os.path.join(os.path.dirname(self.runtime), "kernel.log"), "ab") as log:
             process = warm.spawn(spec, log.fileno())

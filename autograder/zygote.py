@@ -1,8 +1,9 @@
 """Warm kernels: a process that imports Keras once, then forks each autograding kernel, sandboxed.
 
-`python -m autograder.zygote FD` is started by the grader (sandbox.Zygote), one per grading process.
-It imports what every kernel needs (TensorFlow and Keras, Matplotlib, IPython's kernel, the helper
-package) before any student code exists, then serves requests on the Unix socket FD: `spawn` forks
+`python -m autograder.zygote FD MODULES` is started by the grader (sandbox.Zygote), one per grading
+process and assignment. It imports what the assignment's notebooks import (TensorFlow and Keras,
+Matplotlib, the helper package; IPython's kernel always) before any student code exists, then serves
+requests on the Unix socket FD: `spawn` forks
 a kernel, `poll` reports whether one has exited. A kernel therefore starts in a fraction of a second
 instead of the ~6 CPU-seconds of importing TensorFlow. The zygote never reads a gradebook or a
 submission: a kernel inherits nothing of other students.
@@ -39,9 +40,11 @@ PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 24, 38
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(platform.machine())
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "fonts", "localtime", "alternatives", "mime.types", "ssl")
-# Imported before any kernel exists: what the assignments' first cells import.
-WARM = ("tensorflow", "keras", "numpy", "matplotlib.pyplot", "ipykernel.kernelapp", "dcv.data", "dcv.grader",
-        "dcv.images", "dcv.pretrained", "dcv.training")
+# What a zygote may import before any kernel exists (sandbox.warm_modules picks, per assignment, those
+# that its notebooks import); IPython's kernel always.
+WARMABLE = ("numpy", "tensorflow", "keras", "matplotlib.pyplot", "dcv.data", "dcv.grader", "dcv.images",
+            "dcv.pretrained", "dcv.training", "dcv.memory", "dcv.architectures", "dcv.segmentation",
+            "dcv.detection", "dcv.receptive", "dcv.style", "dcv.synthetic", "dcv.plots")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -290,7 +293,7 @@ def main() -> int:
     sock = socket.socket(fileno=int(sys.argv[1]))
     import importlib
 
-    for module in WARM:
+    for module in ["ipykernel.kernelapp", *(m for m in json.loads(sys.argv[2]) if m in WARMABLE)]:
         importlib.import_module(module)
     # The zygote's own folder and the autograder's (PYTHONPATH) are no kernel's business.
     ours = {os.getcwd(), "", *os.environ.get("PYTHONPATH", "").split(os.pathsep)}

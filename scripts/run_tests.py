@@ -211,8 +211,8 @@ def main(argv: list[str]) -> int:
             f"{s.tally['passed']:>7} {s.tally['failed']:>7} {s.tally['skipped']:>8}  {verdict}")
     cpu_total = sum(s.cpu_seconds for s in rows)
     say(f"{'total':<10} {'':>7} {minutes(wall):>7} {minutes(cpu_total):>7}  on {cpu()}")
-    say("start: after the set-up; cpu: user + system time of the stage's processes (grading's sandboxed "
-        "kernels, in PID namespaces of their own, are not counted)")
+    say("start: after the set-up; cpu: user + system time of the stage's processes and of every process they "
+        "started and waited for (grading's sandboxed kernels included)")
     if busy:
         say(f"the machine was busy for {minutes(busy)} of CPU time during the stages: about the wall time "
             "they would take on one core of it")

@@ -70,8 +70,9 @@ print(json.dumps({
 '''
 
 
-def run_kernel(sandbox: Sandbox, uid: int) -> dict:
-    """Run FACTS in a kernel forked by the zygote, in a fresh submission folder; return what it printed."""
+def run_kernel(sandbox: Sandbox, uid: int, warm: tuple[str, ...] = ("keras",)) -> dict:
+    """Run FACTS in a kernel forked by the zygote that imported `warm`, in a fresh submission folder;
+    return what it printed."""
     tmp = tempfile.mkdtemp(prefix="dcv-grade-")
     os.chmod(tmp, 0o755)
     work, runtime = os.path.join(tmp, "work"), os.path.join(tmp, "runtime")
@@ -81,7 +82,7 @@ def run_kernel(sandbox: Sandbox, uid: int) -> dict:
             os.chown(folder, uid, uid)
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(FACTS.replace("REPO", str(REPO)))]
-    executor = SandboxedExecute(sandbox=sandbox, workdir=work, runtime=runtime, uid=uid)
+    executor = SandboxedExecute(sandbox=sandbox, workdir=work, runtime=runtime, uid=uid, warm=warm)
     executor.preprocess(nb, {"metadata": {"path": work}})
     outputs = nb.cells[0].outputs
     assert outputs and outputs[0].output_type == "stream", outputs
@@ -133,8 +134,22 @@ def test_kernel_leaves_nothing_behind(two_kernels):
 
 
 def test_unsafe_mode_runs_unconfined():
-    """With the sandbox off (`--unsafe-no-sandbox`), does the kernel run as the grader's user, warm still?"""
+    """With the sandbox off (`--unsafe-no-sandbox`), does the kernel run as the grader's user, from a zygote
+    that imported only what it was asked to (here nothing: NumPy is imported by the notebook itself)?"""
     sandbox = Sandbox()
     sandbox.enabled = False
-    facts = run_kernel(sandbox, UID + 2)
-    assert facts["uid"] == os.getuid() and facts["tensorflow_warm"]
+    facts = run_kernel(sandbox, UID + 2, warm=())
+    assert facts["uid"] == os.getuid() and not facts["tensorflow_warm"]
+
+
+def test_warm_modules_are_what_the_assignment_imports():
+    """Does a zygote import what the assignment's source cells import, from the allowed list, and no more?"""
+    from autograder.sandbox import warm_modules
+
+    cells = [{"cell_type": "code", "source": "import numpy as np\nfrom dcv import grader\nimport os, evil"},
+             {"cell_type": "code", "source": "from keras import layers\nimport matplotlib.pyplot as plt"},
+             {"cell_type": "markdown", "source": "import tensorflow"},
+             {"cell_type": "code", "source": "this is not Python"}]
+    assert warm_modules({"notebooks": [{"source_cells": cells}]}) == (
+        "numpy", "keras", "matplotlib.pyplot", "dcv.grader")
+    assert warm_modules({"notebooks": [{"source_cells": [{"cell_type": "code", "source": "import math"}]}]}) == ()
