@@ -175,6 +175,40 @@ def run_kernel(spec: dict) -> None:
     os._exit(0)
 
 
+class SandboxError(Exception):
+    """A step of the sandbox that this machine does not allow, said in one line."""
+
+
+def enter(spec: dict) -> None:
+    """In a fresh process (root): new namespaces, the root built, privileges dropped. Returns only in the
+    third process, the one to become the kernel; the first waits outside and the second is PID 1."""
+    if _libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP):
+        raise SandboxError(f"no right to create Linux namespaces (unshare: {os.strerror(ctypes.get_errno())}; "
+                           "it needs root with CAP_SYS_ADMIN)")
+    alive_r, alive_w = os.pipe()
+    pid = os.fork()
+    if pid:  # stays outside, as the kernel's pid for the grader: exits with the kernel's status
+        os.close(alive_r)
+        os._exit(_exit_code(os.waitpid(pid, 0)[1]))
+    os.close(alive_w)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if select.select([alive_r], [], [], 0)[0]:  # the first process died before the line above
+        os._exit(1)
+    os.close(alive_r)
+    build_root(spec)
+    pid = os.fork()
+    if pid:  # PID 1 of the namespace: reap orphans until the kernel exits
+        while True:
+            try:
+                done, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                os._exit(1)
+            if done == pid:
+                os._exit(_exit_code(status))
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    confine(spec)
+
+
 def kernel(spec: dict, log_fd: int | None) -> None:
     """In a process just forked from the zygote: become a sandboxed kernel (never returns)."""
     os.setsid()
@@ -185,32 +219,8 @@ def kernel(spec: dict, log_fd: int | None) -> None:
     os.dup2(log_fd if log_fd is not None else null, 2)
     os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the zygote's socket above all
     try:
-        if not spec["isolate"]:
-            run_kernel(spec)
-        _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
-                             | CLONE_NEWCGROUP), "unshare")
-        alive_r, alive_w = os.pipe()
-        pid = os.fork()
-        if pid:  # stays outside, as the kernel's pid for the grader: exits with the kernel's status
-            os.close(alive_r)
-            os._exit(_exit_code(os.waitpid(pid, 0)[1]))
-        os.close(alive_w)
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if select.select([alive_r], [], [], 0)[0]:  # the first process died before the line above
-            os._exit(1)
-        os.close(alive_r)
-        build_root(spec)
-        pid = os.fork()
-        if pid:  # PID 1 of the namespace: reap orphans until the kernel exits
-            while True:
-                try:
-                    done, status = os.waitpid(-1, 0)
-                except ChildProcessError:
-                    os._exit(1)
-                if done == pid:
-                    os._exit(_exit_code(status))
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        confine(spec)
+        if spec["isolate"]:
+            enter(spec)
         run_kernel(spec)
     except BaseException as exc:  # said in the kernel's log, which the grader quotes
         print(f"sandbox: cannot start the kernel: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
@@ -268,21 +278,13 @@ def probe() -> int:
     if pid == 0:
         try:
             os.setsid()
-            if _libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
-                             | CLONE_NEWCGROUP):
-                print(f"no right to create Linux namespaces (unshare: {os.strerror(ctypes.get_errno())}; "
-                      "it needs root with CAP_SYS_ADMIN)", file=sys.stderr, flush=True)
-                os._exit(70)
-            inner = os.fork()
-            if inner:
-                os._exit(_exit_code(os.waitpid(inner, 0)[1]))
             spec = json.loads(sys.argv[2])
-            build_root(spec)
-            confine(spec)
+            enter(spec)
             os.chdir(spec["workdir"])
             os._exit(0)
         except BaseException as exc:
-            print(f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            print(exc if isinstance(exc, SandboxError) else f"{type(exc).__name__}: {exc}", file=sys.stderr,
+                  flush=True)
             os._exit(70)
     return _exit_code(os.waitpid(pid, 0)[1])
 
