@@ -323,6 +323,21 @@ def read_grades(url: str, job: Job, result: Result) -> None:
             result.comments[nb.name] = {c.name: c.auto_comment for c in nb.comments}
 
 
+def tampering_findings(job: Job, name: str, nb: NotebookNode) -> list[str]:
+    """What the student's code cells of a notebook do that could change its tests (tampering.py): every
+    code cell but the assignment's locked ones, known by grade id and source as the definition has them."""
+    from .tampering import findings
+
+    locked = {c["name"]: c["source"] for n in job.definition["notebooks"] if n["name"] == name
+              for c in n["source_cells"] if c["locked"] and c["cell_type"] == "code"}
+    cells = []
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+            cells.append((name_of(cell, index), locked.get(grade_id) == cell.source, cell.source))
+    return findings(cells)
+
+
 def read_notebook(data: bytes) -> tuple[NotebookNode | None, str | None, int]:
     """The notebook in `data` (duplicate cell ids renumbered), or why it is not one; and how many
     cell ids were duplicates."""
@@ -423,6 +438,11 @@ def grade_notebook(job: Job, name: str, work: str, runtime: str, url: str, uid: 
     except Exception as exc:
         return zero(f"its grading metadata is broken ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
     result.reasons += [f"{name}.ipynb: {note}" for note in resources.pop("dcv_notes", [])]
+    review = tampering_findings(job, name, nb)
+    if review:
+        shown = review[:5] + ([f"and {len(review) - 5} more"] if len(review) > 5 else [])
+        result.reasons.append(f"{name}.ipynb: needs review, its code could change what the tests see: "
+                              + "; ".join(shown))
     gradeable = {c.metadata["nbgrader"]["grade_id"] for c in nb.cells if utils.is_grade(c)}
     execute = SandboxedExecute(sandbox=sandbox, workdir=work, runtime=runtime, uid=uid,
                                warm=warm_modules(job.definition), config=config)
@@ -450,6 +470,8 @@ def grade_notebook(job: Job, name: str, work: str, runtime: str, url: str, uid: 
                 result.reasons.append(f"{name}.ipynb: cell '{g.name}' was deleted: scored 0")
             elif g.auto_score is not None and g.auto_score < g.max_score:
                 lost.append(g.name)
+            if review and g.name in gradeable:  # an instructor confirms these points (or not)
+                g.needs_manual_grade = True
         gb.db.commit()
     if lost:  # the plain reason for points lost: these tests failed (their messages are in feedback)
         shown = ", ".join(lost[:6]) + (f" and {len(lost) - 6} more" if len(lost) > 6 else "")

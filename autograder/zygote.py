@@ -36,7 +36,7 @@ CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x08000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
 MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
 MNT_DETACH = 2
-PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 24, 38
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 4, 24, 38
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(platform.machine())
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "fonts", "localtime", "alternatives", "mime.types", "ssl")
@@ -138,7 +138,7 @@ def build_root(spec: dict) -> None:
 
 
 def confine(spec: dict) -> None:
-    """Limits, no capability, the kernel's own user id, no new privileges (in the kernel process)."""
+    """Limits, no capability, the kernel's own user id, no new privileges, not traceable (in the kernel)."""
     limits = spec["limits"]
     for name, value in (("RLIMIT_AS", limits["address_space"]), ("RLIMIT_CPU", limits["cpu"]),
                         ("RLIMIT_NPROC", limits["processes"]), ("RLIMIT_FSIZE", limits["file"]),
@@ -152,6 +152,7 @@ def confine(spec: dict) -> None:
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    _prctl(PR_SET_DUMPABLE, 0)  # no process of its user (a child it starts) may trace it or write its memory
     status = open("/proc/self/status").read()
     effective = next(line.split()[1] for line in status.splitlines() if line.startswith("CapEff:"))
     if int(effective, 16) or os.getuid() != uid or os.geteuid() != uid:

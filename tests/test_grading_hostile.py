@@ -22,6 +22,11 @@ hostile or broken change; the table gives the automatic points expected (of 15) 
 | huge_output | prints 6 MB | 15: output capped, stated |
 | warns | every function writes to stderr | 15 (nbgrader gives 0) |
 | fool | returns an int subclass whose == is always true | 0 (it used to get 12) |
+| cheat | answers 0, rebinds `exactly` (the tests' helper) to always say yes | 8, flagged for review |
+
+Code that rebinds what the tests use runs in the tests' own process, so no sandbox can stop it; the
+grader reads every student cell (autograder/tampering.py) and flags such code instead. Only `cheat`
+is flagged here: the other students' code (sockets, forks, stderr) changes nothing the tests see.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ c.Sandbox.output_mb = 1.0
 """
 EXPECTED = {"right": 15, "loop": 12, "memhog": 15, "memforks": 12, "killer": 6, "forkbomb": 15, "network": 15,
             "snoop": 15, "tamper_edit": 4, "tamper_delete": 15, "invalid_json": 0, "wrong_name": 15,
-            "duplicate": 15, "huge_output": 15, "warns": 15, "fool": 0}
+            "duplicate": 15, "huge_output": 15, "warns": 15, "fool": 0, "cheat": 8}
 
 pytestmark = pytest.mark.slow
 
@@ -194,6 +199,14 @@ def hostile_class(course: Path, folder: Path, port: int) -> dict[str, object]:
         if (grade_id(cell) or "").startswith("solution_") and cell.cell_type == "code":
             cell.source = fool_code if grade_id(cell) == "solution_conv_output_size" else "pass"
     nbs["fool"] = fool
+    cheat = copy.deepcopy(right)
+    cheat_code = ("exactly = lambda value, expected: True  # the tests' helper, rebound\n"
+                  "conv_output_size = conv_params = cnn_params = inference_bytes = training_bytes = lambda *a: 0\n"
+                  "feature_map_shapes = lambda shape, layers: [(0, 0, 0) for _ in layers]\n")
+    for cell in cheat.cells:  # answers that are all 0, and a helper of the tests that always says yes
+        if (grade_id(cell) or "").startswith("solution_") and cell.cell_type == "code":
+            cell.source = cheat_code if grade_id(cell) == "solution_conv_output_size" else "pass"
+    nbs["cheat"] = cheat
     return nbs
 
 
@@ -248,10 +261,13 @@ def test_every_missing_point_has_a_reason(graded, course):
         "duplicate": ["'solution_conv_params' appears more than once: the last copy was graded",
                       "2 duplicate cell id(s) renumbered"],
         "huge_output": ["output limit (1 MB) reached"],
+        "cheat": ["needs review, its code could change what the tests see: cell 'solution_conv_output_size' "
+                  "rebinds `exactly`, which the assignment's code defines and reads later", "needs manual grading"],
     }
     for student, texts in reasons.items():
         for text in texts:
             assert text in rows[student], rows[student]
+    assert [student for student, row in rows.items() if "needs review" in row] == ["cheat"]
     status = cli("status", EX02, course=course)
     assert status.returncode == 0, status.stderr
     assert summary_rows(status.stdout) == rows

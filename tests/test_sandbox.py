@@ -55,7 +55,14 @@ try:
     network = "connected"
 except OSError as exc:
     network = type(exc).__name__
+import ctypes
+import subprocess
+dumpable = ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)  # PR_GET_DUMPABLE
+peek = ("import os\ntry:\n    open(f'/proc/{os.getppid()}/mem', 'rb').read(1)\n    print('read')\n"
+        "except OSError as exc:\n    print(type(exc).__name__)")
+child_reads = subprocess.run([sys.executable, "-c", peek], capture_output=True, text=True).stdout.strip()
 print(json.dumps({
+    "dumpable": dumpable, "child_reads_kernel_memory": child_reads,
     "uid": os.getuid(), "euid": os.geteuid(), "cap_eff": status["CapEff"].strip(),
     "cap_bnd": status["CapBnd"].strip(), "no_new_privs": status["NoNewPrivs"].strip(),
     "hostname": socket.gethostname(), "root": sorted(os.listdir("/")),
@@ -96,11 +103,13 @@ def two_kernels() -> list[dict]:
 
 
 def test_kernel_runs_as_its_own_user_with_no_privilege(two_kernels):
-    """Is the kernel its own user id, with no capability at all, unable to gain any?"""
+    """Is the kernel its own user id, with no capability at all, unable to gain any, and out of reach of the
+    processes it starts (not dumpable: a child cannot read or write its memory)?"""
     facts = two_kernels[0]
     assert (facts["uid"], facts["euid"]) == (UID, UID)
     assert int(facts["cap_eff"], 16) == 0 and int(facts["cap_bnd"], 16) == 0
     assert facts["no_new_privs"] == "1"
+    assert facts["dumpable"] == 0 and facts["child_reads_kernel_memory"] == "PermissionError", facts
 
 
 def test_kernel_sees_only_its_sandbox(two_kernels):

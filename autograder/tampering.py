@@ -1,0 +1,331 @@
+"""Student code that could change what the tests see, found by reading it (never by running it).
+
+A notebook's tests run in the same Python process as the student's code, so that code could rebind
+a helper the tests use (`exactly = lambda *a: True`), patch a library (`np.allclose = ...`), or hook
+the kernel (`get_ipython()`, `sys.settrace`) and pass every test without answering anything. The
+sandbox cannot stop that: it is all one process. The grader therefore reads each code cell that the
+student wrote (every cell but the assignment's locked ones, which it has just restored), with `ast`
+and outside the kernel, and lists what such code would need:
+
+- rebinding a name that an earlier locked cell defined (`exactly`, `np`, `MODEL_PATH`...), at top level
+  or through `global`, or deleting it;
+- assigning or deleting an attribute of an imported module or class, or of a name a locked cell
+  defined (`np.allclose = ...`, `keras.Model.predict = ...`, `exactly.__code__ = ...`);
+- the ways around reading code: `exec`, `eval`, `compile`, `__import__`, `setattr`, `delattr`,
+  `globals`, `locals`, `vars`, `get_ipython`, IPython magics and shell escapes, attributes such as
+  `__dict__`, `__globals__`, `__code__`, `__builtins__`, `__class__`, `__subclasses__`, and `sys`'s
+  hooks and tables (`sys.settrace`, `sys.modules`, `sys._getframe`...);
+- importing the interpreter's or the kernel's machinery (`builtins`, `gc`, `inspect`, `ctypes`,
+  `importlib`, `IPython`, `types`, `unittest.mock`, `pickle`...).
+
+Processes the notebook starts (`os.system`, `subprocess`) are not listed: the kernel runs under a user
+id that has just changed, so it is not "dumpable" and no process of that user can trace it or write
+its memory.
+
+`findings(cells, locked)` returns one line per finding; grading records them as reasons and marks the
+notebook's automatic grades for manual review (nbgrader's `needs_manual_grade`): the points stay as
+the tests gave them until an instructor looks. A finding is a reason to look, not proof of cheating;
+the course's own solutions give none (tests/test_tampering.py).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable
+
+# Callables that run or reach code by name, around what `ast` can read.
+REACHING_CALLS = frozenset({"exec", "eval", "compile", "__import__", "setattr", "delattr", "globals", "locals",
+                            "vars", "get_ipython", "breakpoint", "__builtins__"})
+# Attributes that open a function, module or class from inside (their code, globals, namespace, types).
+REACHING_ATTRIBUTES = frozenset({"__dict__", "__globals__", "__code__", "__builtins__", "__class__",
+                                 "__subclasses__", "__closure__", "__func__", "__self__", "__defaults__",
+                                 "__kwdefaults__", "__wrapped__", "__getattribute__", "__setattr__",
+                                 "__delattr__", "__import__", "__loader__", "__spec__", "__mro__", "__bases__",
+                                 "__base__", "f_globals", "f_locals", "f_back", "gi_frame", "tb_frame"})
+# Modules (and their submodules) that reach into the interpreter, the kernel, or code not written out.
+REACHING_MODULES = frozenset({"builtins", "gc", "inspect", "ctypes", "cffi", "importlib", "IPython", "ipykernel",
+                              "jupyter_client", "traitlets", "zmq", "types", "unittest", "code", "codeop", "dis",
+                              "marshal", "pickle", "dill", "cloudpickle", "copyreg", "runpy", "pdb", "bdb",
+                              "nbgrader", "nbformat"})
+# What of `sys` reaches other code (its frames, its imports, its hooks); `import sys` alone is common.
+REACHING_SYS = frozenset({"settrace", "setprofile", "_getframe", "_current_frames", "modules", "meta_path",
+                          "path_hooks", "path_importer_cache", "excepthook", "displayhook", "addaudithook",
+                          "breakpointhook", "monitoring", "call_tracing"})
+
+
+def _transform(source: str) -> str:
+    """The cell as Python (IPython's magics and `!` escapes become `get_ipython()` calls)."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    return TransformerManager().transform_cell(source)
+
+
+def _bound(targets: Iterable[ast.AST]) -> set[str]:
+    """Names that assignment targets bind (a, (b, c), *d), not attributes or items."""
+    names: set[str] = set()
+    for target in targets:
+        if isinstance(target, ast.Name):
+            names.add(target.id)
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            names |= _bound(target.elts)
+        elif isinstance(target, ast.Starred):
+            names |= _bound([target.value])
+    return names
+
+
+def top_level_names(tree: ast.Module) -> dict[str, str]:
+    """Names a cell binds at module level (not inside its functions or classes) -> how: import, def, =, del."""
+    found: dict[str, str] = {}
+
+    def visit(statements: list[ast.stmt]) -> None:
+        for node in statements:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                found.update({alias.asname or alias.name.split(".")[0]: "import"
+                              for alias in node.names if alias.name != "*"})
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                found[node.name] = "def"
+                continue  # what its body binds is local
+            elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                found.update(dict.fromkeys(_bound(targets), "="))
+            elif isinstance(node, (ast.For, ast.AsyncFor)):
+                found.update(dict.fromkeys(_bound([node.target]), "="))
+            elif isinstance(node, (ast.With, ast.AsyncWith)):
+                found.update(dict.fromkeys(_bound([i.optional_vars for i in node.items if i.optional_vars]), "="))
+            elif isinstance(node, ast.Delete):
+                found.update(dict.fromkeys(_bound(node.targets), "del"))
+            elif isinstance(node, ast.Try):
+                found.update({h.name: "=" for h in node.handlers if h.name})
+                for handler in node.handlers:
+                    visit(handler.body)
+            for sub in ast.walk(node):  # (x := ...) anywhere in the statement
+                if isinstance(sub, ast.NamedExpr) and isinstance(sub.target, ast.Name):
+                    found.setdefault(sub.target.id, "=")
+            for field in ("body", "orelse", "finalbody"):  # the blocks of if, for, while, try, with
+                block = getattr(node, field, None)
+                if isinstance(block, list):
+                    visit(block)
+
+    visit(tree.body)
+    return found
+
+
+def _attribute_targets(target: ast.AST) -> list[ast.Attribute]:
+    """The attributes an assignment target assigns (`a.b` in `a.b = 1` or `a.b, c = 1, 2`), not items."""
+    if isinstance(target, ast.Attribute):
+        return [target]
+    if isinstance(target, (ast.Tuple, ast.List)):
+        return [a for element in target.elts for a in _attribute_targets(element)]
+    if isinstance(target, ast.Starred):
+        return _attribute_targets(target.value)
+    return []
+
+
+def imported(tree: ast.AST) -> dict[str, str]:
+    """Names that a cell's imports bind, anywhere in it -> the module each comes from."""
+    found: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update({a.asname or a.name.split(".")[0]: a.name if a.asname else a.name.split(".")[0]
+                          for a in node.names})
+        elif isinstance(node, ast.ImportFrom):
+            found.update({a.asname or a.name: f"{node.module}.{a.name}" for a in node.names if a.name != "*"})
+    return found
+
+
+def _root(node: ast.AST) -> str | None:
+    """The name an attribute or item chain starts from (`np` in np.linalg.norm, `a` in a.b[0].c)."""
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _locals_of(function: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> set[str]:
+    """Names local to a function: its parameters and what its own body binds (minus `global` ones)."""
+    args = function.args
+    names = {a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]}
+    names |= {a.arg for a in (args.vararg, args.kwarg) if a}
+    if isinstance(function, ast.Lambda):
+        return names
+    declared: set[str] = set()
+    for node in ast.walk(function):
+        if isinstance(node, (ast.Global, ast.Nonlocal)):
+            declared |= set(node.names)
+        elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+            names |= _bound(node.targets if isinstance(node, ast.Assign) else [node.target])
+        elif isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension)):
+            names |= _bound([node.target])
+        elif isinstance(node, ast.NamedExpr):
+            names |= _bound([node.target])
+        elif isinstance(node, (ast.With, ast.AsyncWith)):
+            names |= _bound([i.optional_vars for i in node.items if i.optional_vars])
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node is not function:
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {a.asname or a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            names.add(node.name)
+    return names - declared
+
+
+def _scopes(tree: ast.AST, outer: frozenset[str] = frozenset(), inside: bool = False):
+    """(node, names local to the functions around it, whether it is inside a function) for every node."""
+    for child in ast.iter_child_nodes(tree):
+        function = isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+        local = outer | _locals_of(child) if function else outer
+        yield child, local, inside
+        yield from _scopes(child, frozenset(local), inside or function)
+
+
+def _loads(node: ast.AST) -> set[str]:
+    """Names an expression or statement reads when it runs (not inside the functions it defines, not the
+    variables of its comprehensions)."""
+    names, inner = set(), set()
+    stack = [node]
+    while stack:
+        sub = stack.pop()
+        if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load):
+            names.add(sub.id)
+        elif isinstance(sub, ast.comprehension):
+            inner |= _bound([sub.target])
+        if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):  # its body runs later
+            stack += [*sub.decorator_list, *getattr(sub, "bases", []),
+                      *(getattr(sub.args, "defaults", []) if hasattr(sub, "args") else [])]
+        elif isinstance(sub, ast.Lambda):
+            stack += sub.args.defaults
+        else:
+            stack += ast.iter_child_nodes(sub)
+    return names - inner
+
+
+def reads(tree: ast.Module) -> tuple[set[str], set[str]]:
+    """What a cell's code reads: (names its top level reads before binding them itself, names its
+    functions read from the globals whenever they are called)."""
+    early: set[str] = set()
+    bound: set[str] = set()
+
+    def run(statements: list[ast.stmt]) -> None:
+        for node in statements:
+            if isinstance(node, (ast.Assign, ast.AnnAssign)):
+                early.update(_loads(node.value) - bound if node.value else set())
+                bound.update(_bound(node.targets if isinstance(node, ast.Assign) else [node.target]))
+            elif isinstance(node, ast.AugAssign):
+                early.update((_loads(node.value) | _bound([node.target])) - bound)
+            elif isinstance(node, (ast.For, ast.AsyncFor)):
+                early.update(_loads(node.iter) - bound)
+                bound.update(_bound([node.target]))
+                run(node.body)
+                run(node.orelse)
+            elif isinstance(node, (ast.With, ast.AsyncWith)):
+                for item in node.items:
+                    early.update(_loads(item.context_expr) - bound)
+                    bound.update(_bound([item.optional_vars] if item.optional_vars else []))
+                run(node.body)
+            elif isinstance(node, (ast.If, ast.While)):
+                early.update(_loads(node.test) - bound)
+                run(node.body)
+                run(node.orelse)
+            elif isinstance(node, ast.Try):
+                run(node.body)
+                for handler in node.handlers:
+                    early.update(_loads(handler.type) - bound if handler.type else set())
+                    bound.update({handler.name} if handler.name else set())
+                    run(handler.body)
+                run(node.orelse)
+                run(node.finalbody)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                early.update(_loads(node) - bound)
+                if isinstance(node, ast.ClassDef):
+                    run(node.body)
+                bound.add(node.name)
+            else:
+                early.update(_loads(node) - bound)
+                bound.update(top_level_names(ast.Module(body=[node], type_ignores=[])))
+
+    run(tree.body)
+    later = {node.id for node, local, inside in _scopes(tree)
+             if inside and isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id not in local}
+    return early, later
+
+
+def _parse(source: str) -> ast.Module | None:
+    """The cell's syntax tree, or None when it is not Python (then it cannot run either)."""
+    try:
+        return ast.parse(_transform(source))
+    except (SyntaxError, ValueError):
+        return None
+
+
+def cell_findings(tree: ast.Module, needed: set[str], roots: set[str], aliases: dict[str, str]) -> list[str]:
+    """What one student cell does that could change the tests (see the module's docstring).
+
+    `needed`: names the assignment's code defined above this cell and reads after it (a rebinding
+    would change what it sees); `roots`: names whose attributes are the assignment's or a library's (imported modules
+    and what the assignment's code defines); `modules`: those that are imported.
+    """
+    found: list[str] = []
+    say = lambda text: found.append(text) if text not in found else None
+    for name, how in top_level_names(tree).items():
+        if name in needed:
+            say(f"{'deletes' if how == 'del' else 'rebinds'} `{name}`, which the assignment's code "
+                "defines and reads later")
+    for node, local, _ in _scopes(tree):
+        if isinstance(node, (ast.Global, ast.Nonlocal)):
+            for name in node.names:
+                if name in needed:
+                    say(f"declares `global {name}` in a function (the assignment's code reads `{name}`)")
+        elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
+            targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
+            for t in (a for target in targets for a in _attribute_targets(target)):
+                root = _root(t)
+                if root in roots and root not in local:
+                    verb = "deletes" if isinstance(node, ast.Delete) else "assigns"
+                    say(f"{verb} `{ast.unparse(t)}` (an attribute of `{root}`, which "
+                        f"{'is imported' if root in aliases else 'the assignment defines'})")
+        elif isinstance(node, ast.Name) and node.id in REACHING_CALLS and node.id not in local:
+            say(f"uses `{node.id}`" + (" (the kernel itself; IPython magics and `!` commands use it too)"
+                                       if node.id == "get_ipython" else ""))
+        elif isinstance(node, ast.Attribute) and node.attr in REACHING_ATTRIBUTES:
+            say(f"uses the attribute `{node.attr}`")
+        elif isinstance(node, ast.Attribute) and node.attr in REACHING_SYS and (
+                aliases.get(_root(node) or "") == "sys" or node.attr in ("settrace", "setprofile", "_getframe")):
+            say(f"uses `{ast.unparse(node)}`")
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            for module in names:
+                if module.split(".")[0] in REACHING_MODULES:
+                    say(f"imports `{module}`")
+            if isinstance(node, ast.ImportFrom) and node.module == "sys":
+                for alias in node.names:
+                    if alias.name in REACHING_SYS or alias.name == "*":
+                        say(f"imports `{alias.name}` from `sys`")
+    return found
+
+
+def findings(cells: Iterable[tuple[str, bool, str]]) -> list[str]:
+    """One line per finding in a notebook's student cells: "cell NAME does ...".
+
+    `cells`: (name, locked, source) of each code cell in order; locked cells are the assignment's
+    (restored from the release), the others the student's.
+    """
+    parsed = [(name, locked, _parse(source)) for name, locked, source in cells]
+    trees = [(locked, tree) for _, locked, tree in parsed if tree is not None]
+    bindings = [(locked, top_level_names(tree)) for locked, tree in trees]
+    aliases = {name: module for _, tree in trees for name, module in imported(tree).items()}
+    roots = set(aliases) | {n for locked, bound in bindings if locked for n in bound}
+    read = [(locked, reads(tree)) for locked, tree in trees]
+    called = {n for locked, (_, later) in read if locked for n in later}  # read by its functions, any time
+    found: list[str] = []
+    defined: set[str] = set()  # what the assignment's cells above have bound
+    position = 0
+    for name, locked, tree in parsed:
+        if tree is None:
+            continue
+        position += 1
+        if locked:
+            defined |= set(bindings[position - 1][1])
+            continue
+        later = called | {n for locked_after, (early, _) in read[position:] if locked_after for n in early}
+        needed = defined & later
+        found += [f"cell {name} {text}" for text in cell_findings(tree, needed, roots, aliases)]
+    return found

@@ -1,0 +1,116 @@
+"""autograder/tampering.py: student code that could change what the tests see is found by reading it.
+
+Each case puts one piece of code in place of exercise 2's first answer cell (the notebook as the grader
+sees it, locked cells restored) and checks what is found; the course's own solutions must give nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from autograder.tampering import findings, imported, reads, top_level_names
+
+REPO = Path(__file__).resolve().parents[1]
+ANSWER = "solution_conv_output_size"
+
+
+def code_cells(nb) -> list[tuple[str, bool, str]]:
+    """(name, locked, source) of each code cell, as grading.tampering_findings passes them."""
+    meta = lambda c: c.metadata.get("nbgrader", {})
+    return [(meta(c).get("grade_id") or f"#{i + 1}", bool(meta(c).get("locked")), c.source)
+            for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+
+
+def with_answer(code: str) -> list[tuple[str, bool, str]]:
+    """Exercise 2's cells with `code` as the first answer."""
+    cells = code_cells(nbformat.read(REPO / "solutions" / "ex02_params_memory" / "ex02_params_memory.ipynb",
+                                     as_version=4))
+    return [(name, locked, code if name == ANSWER else source) for name, locked, source in cells]
+
+
+@pytest.mark.parametrize("source", sorted((REPO / "solutions").glob("*/*.ipynb")), ids=lambda p: p.parent.name)
+def test_the_course_solutions_give_no_finding(source):
+    """Do the solutions, and their exploration cells that reuse the tests' variable names, pass unflagged?"""
+    assert findings(code_cells(nbformat.read(source, as_version=4))) == []
+
+
+ATTACKS = {
+    "exactly = lambda value, expected: True": "rebinds `exactly`",
+    "def exactly(value, expected):\n    return True": "rebinds `exactly`",
+    "(exactly := (lambda *a: True))": "rebinds `exactly`",
+    "for exactly in [lambda *a: True]:\n    pass": "rebinds `exactly`",
+    "import operator as exactly": "rebinds `exactly`",
+    "del exactly": "deletes `exactly`",
+    "def conv_output_size(n, kernel, stride, padding='same'):\n    global exactly\n    exactly = len\n    return 0":
+        "declares `global exactly`",
+    "import math\nmath.ceil = lambda x: 0": "assigns `math.ceil`",
+    "import numpy as np\ndef f():\n    np.allclose = lambda *a, **k: True\nf()": "assigns `np.allclose`",
+    "from keras import Model\nModel.predict = None": "assigns `Model.predict`",
+    "import keras\nkeras.Model.predict, x = None, 1": "assigns `keras.Model.predict`",
+    "exactly.__code__ = (lambda value, expected: True).__code__": "assigns `exactly.__code__`",
+    "exec('exac' + 'tly = len')": "uses `exec`",
+    "globals()['exactly'] = len": "uses `globals`",
+    "import math\nsetattr(math, 'ceil', abs)": "uses `setattr`",
+    "import math\nmath.__dict__['ceil'] = abs": "uses the attribute `__dict__`",
+    "get_ipython().input_transformers_post.append(lambda lines: [])": "uses `get_ipython`",
+    "%load_ext something": "uses `get_ipython`",
+    "!echo hello": "uses `get_ipython`",
+    "import sys\nsys.settrace(lambda *a: None)": "uses `sys.settrace`",
+    "import sys as s\ns.modules['math'] = None": "uses `s.modules`",
+    "from sys import _getframe": "imports `_getframe` from `sys`",
+    "import builtins": "imports `builtins`",
+    "from unittest import mock": "imports `unittest`",
+    "import importlib.util": "imports `importlib.util`",
+}
+
+
+@pytest.mark.parametrize("code", ATTACKS)
+def test_each_way_to_reach_the_tests_is_found(code):
+    """Is each way to change what the tests see named, on the cell that does it?"""
+    found = findings(with_answer(code))
+    assert any(line.startswith(f"cell {ANSWER} ") and ATTACKS[code] in line for line in found), found
+
+
+HARMLESS = [
+    "def conv_output_size(n, kernel, stride, padding='same'):\n    exactly = 3  # a local name\n    return exactly",
+    "def conv_output_size(math, kernel, stride, padding='same'):\n    math.x = 1  # a parameter\n    return 0",
+    "class Box:\n    pass\nbox = Box()\nbox.size = 3",
+    "import sys\nprint('note', file=sys.stderr)",
+    "import os\nos.environ['X'] = '1'",
+    "import matplotlib.pyplot as plt\nplt.rcParams['figure.figsize'] = (4, 3)",
+    "def conv_output_size(:",  # not Python: it cannot run either
+]
+
+
+@pytest.mark.parametrize("code", HARMLESS)
+def test_ordinary_code_is_not_flagged(code):
+    """Are a local variable, a parameter's attribute, one's own objects, stderr and a setting left alone?"""
+    assert findings(with_answer(code)) == []
+
+
+def test_a_name_bound_before_the_assignment_binds_it_is_not_flagged():
+    """Binding a name the assignment's code binds afterwards (e.g. exercise 10's DATA) changes nothing."""
+    cells = [("#1", False, "DATA = 'mine'"), ("setup", True, "DATA = 'fashion'\nimport numpy as np"),
+             ("#3", False, "np = None"), ("test", True, "assert DATA and np")]
+    assert findings(cells) == ["cell #3 rebinds `np`, which the assignment's code defines and reads later"]
+
+
+def test_names_read_only_by_later_exploration_are_not_flagged():
+    """A test's loop variable, reused by a later cell of the student's, is not read by any locked cell."""
+    cells = [("test", True, "for ax in [1, 2]:\n    print(ax)"), ("#2", False, "ax = 3"),
+             ("test2", True, "ax = 0\nprint(ax)")]
+    assert findings(cells) == []
+
+
+def test_reads_and_bindings():
+    """What a cell binds, reads before binding, reads from its functions, and imports."""
+    tree = __import__("ast").parse("import numpy as np\nfrom dcv import grader as g\nx = y + 1\n"
+                                   "for i in range(x):\n    z = i\ndef f(a):\n    return a + w\n"
+                                   "[k for k in v]")
+    assert top_level_names(tree) == {"np": "import", "g": "import", "x": "=", "i": "=", "z": "=", "f": "def"}
+    early, later = reads(tree)
+    assert early == {"y", "range", "v"} and later == {"w"}
+    assert imported(tree) == {"np": "numpy", "g": "dcv.grader"}
