@@ -211,27 +211,46 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
 def cmd_release(args: argparse.Namespace) -> None:
     course = course_dir(args)
+    names = assignments() if args.all else [known(n) for n in args.assignments]
+    todo, failed = [], []
 
-    def release(name: str) -> None:
+    def fail(name: str, message: str) -> None:  # one assignment: its error; several: go on, count it
+        if len(names) == 1:
+            raise Failure(message)
+        print(f"autograder: error: {message}", file=sys.stderr)
+        failed.append(name)
+
+    for name in names:
         if (course / "release" / name).exists() and not args.force:
             print(f"kept: {course / 'release' / name} exists (--force regenerates it)")
-            return
-        if not args.no_check:
-            check(course, name, released=False)
-        status = nbgrader(course, "generate_assignment", name, *(["--force"] if args.force else []))
-        if status or not (course / "release" / name).is_dir():
-            raise Failure(f"nbgrader generate_assignment {name} failed (exit {status}): see its log above")
-        # What the solution's own run left next to the source (a trained reference model) is the
-        # instructor's: students hand in their own. nbgrader's ignore list cannot drop it, since it
-        # also applies when submitted files are copied for autograding.
-        for rel in handed_in(name):
-            artefact = course / "release" / name / rel
-            if artefact.is_file():
-                artefact.unlink()
-                print(f"kept out of the release: {rel}")
-        print(f"released: {course / 'release' / name}")
-
-    each(args, release)
+            continue
+        try:
+            if not args.no_check:
+                check(course, name, released=False)
+            todo.append(name)
+        except Failure as exc:
+            fail(name, str(exc))
+    force = ["--force"] if args.force else []
+    if len(todo) > 1 and todo == assignments():  # one nbgrader process for all: its assignment id is a glob
+        runs = [(todo, nbgrader(course, "generate_assignment", "--CourseDirectory.assignment_id=*", *force))]
+    else:
+        runs = [([name], nbgrader(course, "generate_assignment", name, *force)) for name in todo]
+    for released, status in runs:
+        for name in released:
+            if status or not (course / "release" / name).is_dir():
+                fail(name, f"nbgrader generate_assignment {name} failed (exit {status}): see its log above")
+                continue
+            # What the solution's own run left next to the source (a trained reference model) is the
+            # instructor's: students hand in their own. nbgrader's ignore list cannot drop it, since it
+            # also applies when submitted files are copied for autograding.
+            for rel in handed_in(name):
+                artefact = course / "release" / name / rel
+                if artefact.is_file():
+                    artefact.unlink()
+                    print(f"kept out of the release: {rel}")
+            print(f"released: {course / 'release' / name}")
+    if failed:
+        raise Failure(f"{len(failed)} of {len(names)} assignment(s) failed: {', '.join(sorted(failed))}")
 
 
 # ---------------------------------------------------------------------------------------------
