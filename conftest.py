@@ -168,3 +168,24 @@ def float32_policy():
     import keras
 
     keras.config.set_dtype_policy("float32")
+
+
+@pytest.fixture(scope="session")
+def zygote_server():
+    """One warm zygote (every module a zygote may import) for the grading commands this test process runs."""
+    from autograder.sandbox import ZygoteServer
+    from autograder.zygote import WARMABLE
+
+    server = ZygoteServer(WARMABLE)
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def shared_zygote(zygote_server):
+    """Grading commands of the module served by `zygote_server` ($DCV_ZYGOTE_SOCKET): exercise 9's and
+    test_grading_all.py's ten commands would otherwise each import TensorFlow (~7 CPU-s) in a zygote of
+    their own, exactly as an instructor's command does (tests/test_sandbox.py checks both ways)."""
+    os.environ["DCV_ZYGOTE_SOCKET"] = zygote_server.path
+    yield zygote_server
+    os.environ.pop("DCV_ZYGOTE_SOCKET", None)

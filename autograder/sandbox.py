@@ -121,28 +121,56 @@ class WarmProcess:
         self.send_signal(signal.SIGTERM)
 
 
+def start_zygote(argv: list[str], warm: tuple[str, ...], pass_fds: tuple[int, ...] = ()
+                 ) -> tuple[subprocess.Popen, str]:
+    """Start `python -m autograder.zygote <argv> <warm>` in a folder of its own (its log, Matplotlib's
+    configuration as it imports it) with the kernels' environment; return it and its folder."""
+    folder = tempfile.mkdtemp(prefix="dcv-zygote-")
+    os.chmod(folder, 0o755)
+    env = {**Sandbox().env(folder), "MPLCONFIGDIR": os.path.join(folder, "matplotlib"),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    with open(os.path.join(folder, "zygote.log"), "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "autograder.zygote", *argv, json.dumps(list(warm))],
+                                   pass_fds=pass_fds, env=env, cwd=folder, stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT)
+    return process, folder
+
+
 class Zygote:
-    """The grader's end of `python -m autograder.zygote`: one per grading process, started on first use."""
+    """The grader's end of `python -m autograder.zygote`: one per grading process, started on first use;
+    or a copy of the shared one at $DCV_ZYGOTE_SOCKET (ZygoteServer) when that one imported `warm`."""
 
     def __init__(self, warm: tuple[str, ...] = ()):
-        self.folder = tempfile.mkdtemp(prefix="dcv-zygote-")
-        os.chmod(self.folder, 0o755)
-        self.mplconfig = os.path.join(self.folder, "matplotlib")
         # One request at a time, from any thread of this process or of worker processes forked from it
         # (executors.run starts the zygote before forking its local workers, which share it).
         self.lock = multiprocessing.get_context("fork").Lock()
         self.owner = os.getpid()
+        self.process: subprocess.Popen | None = None
+        self.folder: str | None = None
+        shared = os.environ.get("DCV_ZYGOTE_SOCKET")
+        if shared and self.connect(shared, warm):
+            return
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        base = Sandbox().env(self.folder)
-        env = {**base, "MPLCONFIGDIR": self.mplconfig, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-        self.log = os.path.join(self.folder, "zygote.log")
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "autograder.zygote", str(theirs.fileno()),
-                                             json.dumps(list(warm))],
-                                            pass_fds=[theirs.fileno()], env=env, cwd=self.folder,
-                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        self.process, self.folder = start_zygote([str(theirs.fileno())], warm, pass_fds=(theirs.fileno(),))
         theirs.close()
         self.sock = ours
+        self.mplconfig = os.path.join(self.folder, "matplotlib")
+        self.log = os.path.join(self.folder, "zygote.log")
+
+    def connect(self, path: str, warm: tuple[str, ...]) -> bool:
+        """Be served by a copy of the shared zygote at `path`, if it imported all of `warm`."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            sock.connect(path)
+            hello = json.loads(sock.recv(1 << 16))
+        except (OSError, ValueError):
+            sock.close()
+            return False
+        if not set(warm) <= set(hello["warm"]):
+            sock.close()
+            return False
+        self.sock, self.mplconfig, self.log = sock, hello["mplconfig"], hello["log"]
+        return True
 
     def request(self, message: dict, fds: list[int] = ()) -> dict:
         """Send one request, return its reply (one at a time: grading threads share the zygote)."""
@@ -164,12 +192,38 @@ class Zygote:
     def close(self) -> None:
         if os.getpid() != self.owner:  # a forked worker: the zygote is its parent's to close
             return
-        self.sock.close()
+        self.sock.close()  # the zygote (or the shared one's copy) kills its kernels and exits
+        if self.process is None:
+            return
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.process.kill()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class ZygoteServer:
+    """One warm zygote for many grading commands (`python -m autograder.zygote --listen`): set
+    $DCV_ZYGOTE_SOCKET to `path` and each command's Zygote is a copy of it, forked for that command,
+    instead of a process that imports TensorFlow again. It stops with the process that started it."""
+
+    def __init__(self, warm: tuple[str, ...]):
+        self.socket_folder = tempfile.mkdtemp(prefix="dcv-zygote-socket-")  # 0700: root's alone
+        self.path = os.path.join(self.socket_folder, "zygote.sock")
+        self.process, self.folder = start_zygote(["--listen", self.path], warm)
+        deadline = time.monotonic() + 300
+        while not os.path.exists(self.path):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                said = open(os.path.join(self.folder, "zygote.log"), errors="replace").read().strip()
+                self.close()
+                raise RuntimeError(f"the shared zygote did not start: {said[-300:]}")
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+        shutil.rmtree(self.socket_folder, ignore_errors=True)
 
 
 _ZYGOTES: dict[tuple[str, ...], Zygote] = {}

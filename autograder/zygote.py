@@ -16,7 +16,10 @@ capability dropped, its own user id, no new privileges, an environment of its ow
 first kills the others (parent-death signals; the PID namespace dies with its PID 1). Where `isolate`
 is false (`--unsafe-no-sandbox`), the kernel runs as the grader's user with no namespace at all.
 `python -m autograder.zygote --probe` checks that this machine can build the sandbox (root, Linux
-namespaces), without importing Keras.
+namespaces), without importing Keras. `python -m autograder.zygote --listen PATH MODULES` serves many
+grading commands, one after another or at once, from one warm zygote: each that connects to the
+socket PATH (root's alone) is served by a copy forked for it (sandbox.ZygoteServer; the test suite's
+grading commands share one this way instead of importing TensorFlow once each).
 """
 
 from __future__ import annotations
@@ -290,18 +293,46 @@ def probe() -> int:
     return _exit_code(os.waitpid(pid, 0)[1])
 
 
+def listen(path: str, warm: list[str]) -> None:
+    """Serve every grader that connects to the Unix socket at `path`, each by a forked copy of this
+    warm zygote (which then serves it as `serve` does); first, tell it what was imported."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the server goes with whoever started it
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    server.bind(path)
+    os.chmod(path, 0o600)
+    server.listen(16)
+    hello = json.dumps({"warm": warm, "mplconfig": os.environ.get("MPLCONFIGDIR", ""),
+                        "log": os.path.join(os.getcwd(), "zygote.log")}).encode()
+    while True:
+        connection, _ = server.accept()
+        if os.fork() == 0:
+            server.close()
+            connection.send(hello)
+            serve(connection)
+            os._exit(0)
+        connection.close()
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:  # the copies whose graders have gone
+                pass
+        except ChildProcessError:
+            pass
+
+
 def main() -> int:
     if sys.argv[1] == "--probe":
         return probe()
-    sock = socket.socket(fileno=int(sys.argv[1]))
     import importlib
 
-    for module in ["ipykernel.kernelapp", *(m for m in json.loads(sys.argv[2]) if m in WARMABLE)]:
+    warm = [m for m in json.loads(sys.argv[-1]) if m in WARMABLE]
+    for module in ["ipykernel.kernelapp", *warm]:
         importlib.import_module(module)
     # The zygote's own folder and the autograder's (PYTHONPATH) are no kernel's business.
     ours = {os.getcwd(), "", *os.environ.get("PYTHONPATH", "").split(os.pathsep)}
     sys.path[:] = [entry for entry in sys.path if entry not in ours]
-    serve(sock)
+    if sys.argv[1] == "--listen":
+        listen(sys.argv[2], warm)
+    else:
+        serve(socket.socket(fileno=int(sys.argv[1])))
     return 0
 
 

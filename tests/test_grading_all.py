@@ -29,6 +29,8 @@ from test_grading import (
     solve,
 )
 
+pytestmark = pytest.mark.usefixtures("shared_zygote")  # conftest.py: one warm zygote for the ten commands
+
 
 @pytest.fixture(scope="module")
 def course(tmp_path_factory) -> Path:

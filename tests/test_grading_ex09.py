@@ -34,7 +34,7 @@ SOURCE = REPO / "solutions" / EX09
 REFERENCE_MODEL = SOURCE / "mnist_model.keras"
 TOTAL_POINTS = 10.0
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("shared_zygote")]  # conftest.py
 
 
 @pytest.fixture(scope="module")

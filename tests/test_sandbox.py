@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from autograder.grading import SandboxedExecute  # noqa: E402
-from autograder.sandbox import Sandbox, unavailable  # noqa: E402
+from autograder.sandbox import Sandbox, Zygote, ZygoteServer, unavailable, zygote  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -162,3 +162,22 @@ def test_warm_modules_are_what_the_assignment_imports():
     assert warm_modules({"notebooks": [{"source_cells": cells}]}) == (
         "numpy", "keras", "matplotlib.pyplot", "dcv.grader")
     assert warm_modules({"notebooks": [{"source_cells": [{"cell_type": "code", "source": "import math"}]}]}) == ()
+
+
+def test_a_shared_zygote_serves_commands_and_falls_back(monkeypatch):
+    """With $DCV_ZYGOTE_SOCKET set (as the grading tests do), is a grader served by a copy of the shared
+    zygote when it imported what the grader asks, its kernels as confined as any, and does a grader that
+    asks for more start a zygote of its own?"""
+    server = ZygoteServer(("numpy", "dcv.plots"))
+    try:
+        monkeypatch.setenv("DCV_ZYGOTE_SOCKET", server.path)
+        facts = run_kernel(Sandbox(), UID + 2, warm=("dcv.plots",))
+        assert zygote(("dcv.plots",)).process is None  # served by the shared one
+        assert (facts["uid"], int(facts["cap_eff"], 16), facts["dumpable"]) == (UID + 2, 0, 0)
+        assert facts["pids"] == [1, 2] and facts["seqpacket"] == [] and not facts["grader_code"]
+        own = Zygote(("numpy", "keras"))
+        assert own.process is not None  # keras: not in the shared one
+        own.close()
+    finally:
+        server.close()
+    assert not os.path.exists(server.path)
