@@ -121,13 +121,13 @@ class WarmProcess:
         self.send_signal(signal.SIGTERM)
 
 
-def start_zygote(argv: list[str], warm: tuple[str, ...], pass_fds: tuple[int, ...] = ()
-                 ) -> tuple[subprocess.Popen, str]:
+def start_zygote(argv: list[str], warm: tuple[str, ...], pass_fds: tuple[int, ...] = (),
+                 env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     """Start `python -m autograder.zygote <argv> <warm>` in a folder of its own (its log, Matplotlib's
-    configuration as it imports it) with the kernels' environment; return it and its folder."""
+    configuration as it imports it) with the kernels' environment (or `env`); return it and its folder."""
     folder = tempfile.mkdtemp(prefix="dcv-zygote-")
     os.chmod(folder, 0o755)
-    env = {**Sandbox().env(folder), "MPLCONFIGDIR": os.path.join(folder, "matplotlib"),
+    env = {**(Sandbox().env(folder) if env is None else env), "MPLCONFIGDIR": os.path.join(folder, "matplotlib"),
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     with open(os.path.join(folder, "zygote.log"), "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "autograder.zygote", *argv, json.dumps(list(warm))],
@@ -205,12 +205,13 @@ class Zygote:
 class ZygoteServer:
     """One warm zygote for many grading commands (`python -m autograder.zygote --listen`): set
     $DCV_ZYGOTE_SOCKET to `path` and each command's Zygote is a copy of it, forked for that command,
-    instead of a process that imports TensorFlow again. It stops with the process that started it."""
+    instead of a process that imports TensorFlow again. It stops with the process that started it.
+    (With `env`, the zygote imports in that environment instead of the kernels': scripts/warm_kernel.py.)"""
 
-    def __init__(self, warm: tuple[str, ...]):
+    def __init__(self, warm: tuple[str, ...], env: dict[str, str] | None = None):
         self.socket_folder = tempfile.mkdtemp(prefix="dcv-zygote-socket-")  # 0700: root's alone
         self.path = os.path.join(self.socket_folder, "zygote.sock")
-        self.process, self.folder = start_zygote(["--listen", self.path], warm)
+        self.process, self.folder = start_zygote(["--listen", self.path], warm, env=env)
         deadline = time.monotonic() + 300
         while not os.path.exists(self.path):
             if self.process.poll() is not None or time.monotonic() > deadline:

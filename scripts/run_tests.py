@@ -11,6 +11,8 @@ before (`bash scripts/test.sh -m "not slow"`, `bash scripts/test.sh tests/test_d
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
 import platform
 import re
@@ -46,6 +48,10 @@ CONCURRENT = int(os.environ.get("DCV_TEST_STAGES") or 2)
 # $DCV_TEST_WORKERS sets how many (default: the cores it may use, at most 2; 1 = none).
 PARALLEL = ("unit", "chapters", "solutions", "grading")
 POLL = 0.5  # seconds between looks at which stages have finished
+# Stages whose notebooks run in kernels forked warm by one shared zygote (scripts/warm_kernel.py):
+# each notebook would otherwise import TensorFlow in a fresh kernel (~6 CPU-s, twenty notebooks).
+WARM = ("chapters", "solutions")
+WARM_KERNEL = "dcv-warm"
 
 
 def cpu() -> str:
@@ -112,23 +118,48 @@ def say(line: str) -> None:
         print(line, flush=True)
 
 
-def command(stage: str) -> list[str]:
+def command(stage: str, warm: dict[str, str] | None = None) -> list[str]:
     """The pytest command line of a stage (empty when it has no files)."""
     paths = [str(p.relative_to(ROOT)) for p in stage_paths(stage)]
     if not paths:
         return []
     workers = min(int(os.environ.get("DCV_TEST_WORKERS") or min(cores(), 2)), len(paths))
     extra = ["-n", str(workers), "--dist", "loadfile"] if stage in PARALLEL and workers > 1 else []
+    if warm and stage in WARM:
+        extra.append(f"--nbval-kernel-name={WARM_KERNEL}")
     return [*PYTEST, f"--junitxml={REPORTS / f'{stage}.xml'}", *extra, *paths]
 
 
-def run_stage(stage: Stage, origin: float) -> None:
+def warm_kernels() -> dict[str, str]:
+    """Start the zygote of the WARM stages' kernels and write their kernelspec; return the environment
+    that points the stages to both (empty, and the stages start fresh kernels, where it cannot start)."""
+    from autograder.sandbox import ZygoteServer
+    from autograder.zygote import WARMABLE
+
+    env = {**os.environ, "MPLBACKEND": "module://matplotlib_inline.backend_inline"}  # as ipykernel sets it
+    try:
+        server = ZygoteServer(WARMABLE, env=env)
+    except (OSError, RuntimeError) as error:
+        say(f"warm kernels unavailable ({error}): the notebooks start fresh kernels")
+        return {}
+    atexit.register(server.close)
+    spec = ROOT / "_build" / "kernels" / WARM_KERNEL / "kernel.json"
+    spec.parent.mkdir(parents=True, exist_ok=True)
+    spec.write_text(json.dumps({"argv": [sys.executable, str(ROOT / "scripts" / "warm_kernel.py"), "{connection_file}"],
+                                "display_name": "Python 3 (forked warm, tests)", "language": "python",
+                                "interrupt_mode": "signal"}, indent=1))
+    paths = [str(ROOT / "_build"), *filter(None, os.environ.get("JUPYTER_PATH", "").split(os.pathsep))]
+    return {"DCV_WARM_KERNEL_SOCKET": server.path, "JUPYTER_PATH": os.pathsep.join(paths)}
+
+
+def run_stage(stage: Stage, origin: float, warm: dict[str, str]) -> None:
     """Run one stage's pytest, its lines prefixed with its name and kept in <stage>.log; fill in `stage`."""
     report, log = REPORTS / f"{stage.name}.xml", REPORTS / f"{stage.name}.log"
     report.unlink(missing_ok=True)
     if stage.name == "chapters":
         shutil.rmtree(CHAPTERS_CACHED, ignore_errors=True)
-    cmd = command(stage.name)
+    warm = warm if stage.name in WARM else {}
+    cmd = command(stage.name, warm)
     stage.start = time.monotonic() - origin
     say(f"===== stage: {stage.name} started at {minutes(stage.start)} ({len(stage_paths(stage.name))} file(s)) =====")
     if not cmd:
@@ -137,7 +168,7 @@ def run_stage(stage: Stage, origin: float) -> None:
     started = time.monotonic()
     with log.open("w") as keep:
         process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   errors="replace", env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                   errors="replace", env={**os.environ, **warm, "PYTHONUNBUFFERED": "1"})
         for line in process.stdout:
             keep.write(line)
             say(f"[{stage.name}] {line.rstrip()}")
@@ -150,17 +181,17 @@ def run_stage(stage: Stage, origin: float) -> None:
     say(f"===== stage: {stage.name} {'ok' if not stage.status else 'FAILED'} after {minutes(stage.seconds)} =====")
 
 
-def run_stage_safely(stage: Stage, origin: float) -> None:
+def run_stage_safely(stage: Stage, origin: float, warm: dict[str, str]) -> None:
     """run_stage, with anything it raises reported as the stage's failure (so no later stage waits forever)."""
     try:
-        run_stage(stage, origin)
+        run_stage(stage, origin, warm)
     except Exception as error:  # reported, and the stage counts as failed
         say(f"===== stage: {stage.name} FAILED: {type(error).__name__}: {error} =====")
         stage.status = 1
         stage.tally = {**stage.tally, "failed": stage.tally["failed"] + 1}
 
 
-def schedule(stages: dict[str, Stage]) -> None:
+def schedule(stages: dict[str, Stage], warm: dict[str, str]) -> None:
     """Run every stage, at most CONCURRENT at once, each once those it comes AFTER have finished."""
     origin, waiting = time.monotonic(), [s for s in PRIORITY if s in stages] + [s for s in stages if s not in PRIORITY]
     last_beat = origin
@@ -178,7 +209,7 @@ def schedule(stages: dict[str, Stage]) -> None:
                 stage.status, stage.start = 1, time.monotonic() - origin
                 stage.tally = {"passed": 0, "failed": 1, "skipped": 0}
                 continue
-            stage.thread = threading.Thread(target=run_stage_safely, args=(stage, origin), daemon=True)
+            stage.thread = threading.Thread(target=run_stage_safely, args=(stage, origin, warm), daemon=True)
             stage.thread.start()
             running.append(stage)
         time.sleep(POLL)
@@ -199,7 +230,7 @@ def main(argv: list[str]) -> int:
     say(f"CPU: {cpu()}; stages at once: {CONCURRENT}")
     stages = {name: Stage(name) for name in STAGES}
     began, busy = time.monotonic(), busy_seconds()
-    schedule(stages)
+    schedule(stages, warm_kernels() if any(name in stages for name in WARM) else {})
     wall, busy = setup + time.monotonic() - began, busy_seconds() - busy
     rows = list(stages.values())
     total = {k: sum(s.tally[k] for s in rows) for k in ("passed", "failed", "skipped")}

@@ -78,7 +78,7 @@ def test_stages_run_in_their_order_two_at_a_time(monkeypatch):
     module, events, running, most = runner(), [], set(), [0]
     lock = threading.Lock()
 
-    def fake_run(stage, origin):
+    def fake_run(stage, origin, warm):
         with lock:
             running.add(stage.name)
             most[0] = max(most[0], len(running))
@@ -92,7 +92,7 @@ def test_stages_run_in_their_order_two_at_a_time(monkeypatch):
     monkeypatch.setattr(module, "run_stage", fake_run)
     monkeypatch.setattr(module, "POLL", 0.01)
     stages = {name: module.Stage(name) for name in conftest.STAGES}
-    module.schedule(stages)
+    module.schedule(stages, {})
     started = [name for kind, name in events if kind == "start"]
     assert set(started) == set(conftest.STAGES) - {"book", "browser"}  # book needs chapters, which failed
     assert stages["book"].status == 1 and stages["book"].tally["failed"] == 1
@@ -101,6 +101,15 @@ def test_stages_run_in_their_order_two_at_a_time(monkeypatch):
         for before in befores:
             if stage in started:
                 assert events.index(("end", before)) < events.index(("start", stage)), (before, stage)
+
+
+def test_only_notebook_stages_run_in_warm_kernels():
+    """Are the chapters and solutions run with the warm kernel (when there is one), and no other stage?"""
+    module = runner()
+    warm = {"DCV_WARM_KERNEL_SOCKET": "/x"}
+    flag = f"--nbval-kernel-name={module.WARM_KERNEL}"
+    assert flag in module.command("chapters", warm) and flag in module.command("solutions", warm)
+    assert flag not in module.command("chapters", {}) and flag not in module.command("unit", warm)
 
 
 def test_machine_busy_time_counts_this_process():
