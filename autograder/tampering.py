@@ -148,23 +148,27 @@ def _locals_of(function: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) ->
     if isinstance(function, ast.Lambda):
         return names
     declared: set[str] = set()
-    for node in ast.walk(function):
+    stack = list(ast.iter_child_nodes(function))
+    while stack:  # its own body: not the functions and classes it defines, nor its comprehensions' variables
+        node = stack.pop()
         if isinstance(node, (ast.Global, ast.Nonlocal)):
             declared |= set(node.names)
         elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
             names |= _bound(node.targets if isinstance(node, ast.Assign) else [node.target])
-        elif isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension)):
+        elif isinstance(node, (ast.For, ast.AsyncFor)):
             names |= _bound([node.target])
         elif isinstance(node, ast.NamedExpr):
             names |= _bound([node.target])
         elif isinstance(node, (ast.With, ast.AsyncWith)):
             names |= _bound([i.optional_vars for i in node.items if i.optional_vars])
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node is not function:
-            names.add(node.name)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             names |= {a.asname or a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ExceptHandler) and node.name:
             names.add(node.name)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif not isinstance(node, (ast.Lambda, ast.comprehension)):
+            stack.extend(ast.iter_child_nodes(node))
     return names - declared
 
 

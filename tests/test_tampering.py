@@ -51,6 +51,8 @@ ATTACKS = {
     "from keras import Model\nModel.predict = None": "assigns `Model.predict`",
     "import keras\nkeras.Model.predict, x = None, 1": "assigns `keras.Model.predict`",
     "exactly.__code__ = (lambda value, expected: True).__code__": "assigns `exactly.__code__`",
+    "import numpy as np\ndef f():\n    def g():\n        np = 0\n    np.allclose = len\nf()": "assigns `np.allclose`",
+    "import numpy as np\ndef f():\n    [np for np in range(2)]\n    np.allclose = len\nf()": "assigns `np.allclose`",
     "exec('exac' + 'tly = len')": "uses `exec`",
     "globals()['exactly'] = len": "uses `globals`",
     "import math\nsetattr(math, 'ceil', abs)": "uses `setattr`",
