@@ -236,8 +236,23 @@ def kernel(spec: dict, log_fd: int | None) -> None:
 
 
 def serve(sock: socket.socket) -> None:
-    """Answer the grader's requests until it closes the socket; then kill every kernel still running."""
+    """Answer the grader's requests until it closes the socket; then kill every kernel still running.
+    A kernel whose spec names a `cpu_log` file has its CPU seconds appended there once it has ended."""
     exited: dict[int, int | None] = {}
+    logs: dict[int, str] = {}
+
+    def reap(pid: int, flags: int) -> None:
+        try:
+            done, raw, usage = os.wait4(pid, flags)
+        except ChildProcessError:
+            done, raw, usage = pid, 0, None
+        if not done:
+            return
+        exited[pid] = _exit_code(raw)
+        if pid in logs and usage is not None:
+            with open(logs.pop(pid), "a") as log:
+                log.write(f"{usage.ru_utime + usage.ru_stime:.3f}\n")
+
     while True:
         try:
             data, fds, _, _ = socket.recv_fds(sock, 1 << 20, 1)
@@ -246,14 +261,8 @@ def serve(sock: socket.socket) -> None:
         if not data:
             break
         request = json.loads(data)
-        for pid, status in list(exited.items()):
-            if status is None:
-                try:
-                    done, raw = os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    done, raw = pid, 0
-                if done:
-                    exited[pid] = _exit_code(raw)
+        for pid in [pid for pid, status in exited.items() if status is None]:
+            reap(pid, os.WNOHANG)
         if request["op"] == "spawn":
             pid = os.fork()
             if pid == 0:
@@ -262,18 +271,21 @@ def serve(sock: socket.socket) -> None:
                 finally:
                     os._exit(70)
             exited[pid] = None
+            if request["spec"].get("cpu_log"):
+                logs[pid] = request["spec"]["cpu_log"]
             reply = {"pid": pid}
         else:  # poll
             reply = {"status": exited.get(request["pid"], 0)}
         for fd in fds:
             os.close(fd)
         sock.send(json.dumps(reply).encode())
-    for pid, status in exited.items():
-        if status is None:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    for pid in [pid for pid, status in exited.items() if status is None]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if pid in logs:  # its CPU time is wanted: wait for it
+            reap(pid, 0)
 
 
 def probe() -> int:

@@ -158,7 +158,9 @@ def run_stage(stage: Stage, origin: float, warm: dict[str, str]) -> None:
     report.unlink(missing_ok=True)
     if stage.name == "chapters":
         shutil.rmtree(CHAPTERS_CACHED, ignore_errors=True)
-    warm = warm if stage.name in WARM else {}
+    kernels = REPORTS / f"{stage.name}.kernel-cpu"  # CPU seconds of its warm kernels, one line each
+    kernels.unlink(missing_ok=True)
+    warm = {**warm, "DCV_WARM_KERNEL_CPU": str(kernels)} if warm and stage.name in WARM else {}
     cmd = command(stage.name, warm)
     stage.start = time.monotonic() - origin
     say(f"===== stage: {stage.name} started at {minutes(stage.start)} ({len(stage_paths(stage.name))} file(s)) =====")
@@ -175,7 +177,8 @@ def run_stage(stage: Stage, origin: float, warm: dict[str, str]) -> None:
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
     stage.seconds = time.monotonic() - started
-    stage.cpu_seconds = usage.ru_utime + usage.ru_stime
+    stage.cpu_seconds = usage.ru_utime + usage.ru_stime  # its warm kernels are the zygote's children:
+    stage.cpu_seconds += sum(float(x) for x in kernels.read_text().split()) if kernels.exists() else 0.0
     stage.tally = counts(report)
     stage.status = 0 if process.returncode == 5 else process.returncode  # 5: no tests collected
     say(f"===== stage: {stage.name} {'ok' if not stage.status else 'FAILED'} after {minutes(stage.seconds)} =====")
@@ -243,7 +246,7 @@ def main(argv: list[str]) -> int:
     cpu_total = sum(s.cpu_seconds for s in rows)
     say(f"{'total':<10} {'':>7} {minutes(wall):>7} {minutes(cpu_total):>7}  on {cpu()}")
     say("start: after the set-up; cpu: user + system time of the stage's processes and of every process they "
-        "started and waited for (grading's sandboxed kernels included)")
+        "started and waited for (grading's sandboxed kernels and the notebooks' warm kernels included)")
     if busy:
         say(f"the machine was busy for {minutes(busy)} of CPU time during the stages: about the wall time "
             "they would take on one core of it")

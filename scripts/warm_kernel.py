@@ -6,8 +6,10 @@ in the tests' own environment, Matplotlib's inline backend as ipykernel sets it)
 This process asks the zygote at $DCV_WARM_KERNEL_SOCKET for a kernel: unconfined (this user, this
 environment, this folder), IPython's kernel on `connection_file`. Then it stands for the kernel, as
 jupyter_client expects of a kernel's process: signals sent to it go to the kernel, and it exits when
-the kernel does, with its status; killed, its zygote kills the kernel. A notebook starts in about half
-a second instead of importing TensorFlow again (~6 CPU-s each, twenty notebooks).
+the kernel does, with its status; killed (as nbval stops its kernels), its zygote kills the kernel.
+The zygote adds each kernel's CPU seconds to the file $DCV_WARM_KERNEL_CPU, for the stage's table. A
+notebook starts in about half a second instead of importing TensorFlow again (~6 CPU-s each, twenty
+notebooks).
 
     python scripts/warm_kernel.py CONNECTION_FILE
 """
@@ -26,7 +28,8 @@ def main(connection_file: str) -> int:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     sock.connect(os.environ["DCV_WARM_KERNEL_SOCKET"])
     sock.recv(1 << 16)  # what the zygote imported
-    spec = {"isolate": False, "workdir": os.getcwd(), "env": dict(os.environ), "argv": ["-f", connection_file]}
+    spec = {"isolate": False, "workdir": os.getcwd(), "env": dict(os.environ), "argv": ["-f", connection_file],
+            "cpu_log": os.environ.get("DCV_WARM_KERNEL_CPU")}  # its CPU seconds, for the stage's table
 
     def ask(message: dict, fds: list[int] = ()) -> dict:
         socket.send_fds(sock, [json.dumps(message).encode()], list(fds))
