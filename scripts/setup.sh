@@ -44,8 +44,12 @@ want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing requirements (a few minutes the first time)"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -r requirements.txt
-  .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+  # pip compiles every installed module on one core; compileall does the same on every core (the
+  # set-up's CPU does not change, its wall time drops by a sixth on 2 cores). Like pip, it goes on
+  # past a file that does not compile.
+  .venv/bin/python -m pip install -q --no-compile -r requirements.txt
+  .venv/bin/python -m pip install -q --no-compile --no-deps --no-build-isolation -e .
+  .venv/bin/python -m compileall -q -j 0 "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" >/dev/null || true
   echo "$want" > "$stamp"
 fi
 echo "setup: .venv ready ($(.venv/bin/python --version))"
