@@ -242,13 +242,15 @@ def zygote(warm: tuple[str, ...] = ()) -> Zygote:
 
 
 def warm_modules(definition: dict) -> tuple[str, ...]:
-    """The modules an assignment's notebooks import that a zygote may import beforehand (zygote.WARMABLE),
-    read from the source cells of its definition (the instructor's code, not a student's)."""
+    """The modules an assignment's notebooks import that a zygote may import beforehand, and the calls it
+    may make (zygote.WARMABLE), read from the source cells of its definition (the instructor's code, not
+    a student's)."""
     import ast
 
     from .zygote import WARMABLE
 
     found: set[str] = set()
+    called: set[str] = set()
     for nb in definition.get("notebooks", []):
         for cell in nb.get("source_cells", []):
             if cell.get("cell_type") != "code":
@@ -262,7 +264,16 @@ def warm_modules(definition: dict) -> tuple[str, ...]:
                     found |= {alias.name for alias in node.names}
                 elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                     found |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
-    return tuple(m for m in WARMABLE if m in found or (m == "matplotlib.pyplot" and "matplotlib" in found))
+                elif isinstance(node, ast.Call) and isinstance(node.func, (ast.Name, ast.Attribute)):
+                    called.add(node.func.id if isinstance(node.func, ast.Name) else node.func.attr)
+
+    def wanted(entry: str) -> bool:
+        if entry.endswith("()"):  # a call the notebooks make, from a module they import
+            module, function = entry[:-2].rsplit(".", 1)
+            return function in called and module in found
+        return entry in found or (entry == "matplotlib.pyplot" and "matplotlib" in found)
+
+    return tuple(m for m in WARMABLE if wanted(m))
 
 
 def unavailable() -> str | None:

@@ -15,6 +15,8 @@ and outside the kernel, and lists what such code would need:
   `globals`, `locals`, `vars`, `get_ipython`, IPython magics and shell escapes, attributes such as
   `__dict__`, `__globals__`, `__code__`, `__builtins__`, `__class__`, `__subclasses__`, and `sys`'s
   hooks and tables (`sys.settrace`, `sys.modules`, `sys._getframe`...);
+- making a read-only array writable (`x.flags.writeable = True`, `x.setflags(write=True)`): the data the
+  tests read (e.g. `dcv.data.mnist_scaled()`, shared by every call in the kernel) are read-only;
 - importing the interpreter's or the kernel's machinery (`builtins`, `gc`, `inspect`, `ctypes`,
   `importlib`, `IPython`, `types`, `unittest.mock`, `pickle`...).
 
@@ -280,6 +282,8 @@ def cell_findings(tree: ast.Module, needed: set[str], roots: set[str], aliases: 
                     say(f"declares `global {name}` in a function (the assignment's code reads `{name}`)")
         elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
             targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
+            if any(isinstance(a, ast.Attribute) and a.attr == "flags" for target in targets for a in ast.walk(target)):
+                say("changes an array's flags: the data the tests read are read-only")
             for t in (a for target in targets for a in _attribute_targets(target)):
                 root = _root(t)
                 if root in roots and root not in local:
@@ -289,6 +293,8 @@ def cell_findings(tree: ast.Module, needed: set[str], roots: set[str], aliases: 
         elif isinstance(node, ast.Name) and node.id in REACHING_CALLS and node.id not in local:
             say(f"uses `{node.id}`" + (" (the kernel itself; IPython magics and `!` commands use it too)"
                                        if node.id == "get_ipython" else ""))
+        elif isinstance(node, ast.Attribute) and node.attr == "setflags":
+            say("uses `setflags`: the data the tests read are read-only")
         elif isinstance(node, ast.Attribute) and node.attr in REACHING_ATTRIBUTES:
             say(f"uses the attribute `{node.attr}`")
         elif isinstance(node, ast.Attribute) and node.attr in REACHING_SYS and (

@@ -195,14 +195,23 @@ def load_mnist() -> Split:
 
 
 def scale_images(images: np.ndarray) -> np.ndarray:
-    """uint8 grey images (n, h, w) as float32 network inputs (n, h, w, 1) in [0, 1]."""
-    return (np.asarray(images)[..., np.newaxis] / np.float32(255)).astype(np.float32)
+    """uint8 grey images (n, h, w) as float32 network inputs (n, h, w, 1) in [0, 1] (one new array)."""
+    return np.divide(np.asarray(images)[..., np.newaxis], np.float32(255), dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=2)
+def _scaled(cache: Path) -> Arrays:
+    """MNIST scaled once per process and cache folder (read-only arrays)."""
+    X_train, y_train, X_test, y_test = _verified("mnist", cache)
+    arrays = scale_images(X_train), y_train.astype(np.int64), scale_images(X_test), y_test.astype(np.int64)
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
 
 
 def mnist_scaled() -> Arrays:
-    """MNIST as float32 images of shape (28, 28, 1) in [0, 1] and int64 labels: X_train, y_train, X_test, y_test."""
-    X_train, y_train, X_test, y_test = _verified("mnist", cache_dir("datasets"))
-    return scale_images(X_train), y_train.astype(np.int64), scale_images(X_test), y_test.astype(np.int64)
+    """MNIST as float32 images (28, 28, 1) in [0, 1] and int64 labels, read-only, the same at every call."""
+    return _scaled(cache_dir("datasets"))
 
 
 def load_fashion_mnist() -> Split:

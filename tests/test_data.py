@@ -280,9 +280,21 @@ def test_dataset_is_read_and_verified_once_per_process(monkeypatch):
     assert data.load_mnist()[0][0][0, 0, 0] == 0
 
 
+def test_mnist_scaled_is_shared_and_read_only():
+    """Does every call in a process give the same arrays, which no cell can change in place?"""
+    first, second = data.mnist_scaled(), data.mnist_scaled()
+    assert all(a is b for a, b in zip(first, second))
+    assert not any(a.flags.writeable for a in first)
+    with pytest.raises(ValueError, match="read-only"):
+        first[3][0] = 1
+
+
 def test_scale_images_adds_a_channel_in_0_1():
     """Are uint8 images (n, h, w) scaled to float32 (n, h, w, 1) with 0 -> 0 and 255 -> 1?"""
     images = np.array([[[0, 255], [51, 102]]], dtype=np.uint8)
     scaled = data.scale_images(images)
     assert scaled.shape == (1, 2, 2, 1) and scaled.dtype == np.float32
     np.testing.assert_allclose(scaled[0, :, :, 0], [[0.0, 1.0], [0.2, 0.4]], rtol=1e-6)
+    every_level = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    exact = np.arange(256, dtype=np.float32) / np.float32(255)  # divided in float32
+    assert np.array_equal(data.scale_images(every_level).ravel(), exact)

@@ -70,6 +70,7 @@ print(json.dumps({
     "home": os.environ["HOME"], "cwd": os.getcwd(), "seqpacket": seqpacket, "grader_code": grader_code,
     "usr_writable": writable("/usr/x"), "work_writable": writable("x"), "network": network,
     "tensorflow_warm": "tensorflow" in sys.modules, "path": sys.path,
+    "mnist_warm": "dcv.data" in sys.modules and sys.modules["dcv.data"]._scaled.cache_info().currsize,
     "numpy": np.random.rand(), "random": random.random(),
     "visible": {path: os.path.exists(path)
                 for path in ("REPO/solutions", "REPO/autograder", "REPO/.git", "/etc/passwd")},
@@ -151,6 +152,14 @@ def test_unsafe_mode_runs_unconfined():
     assert facts["uid"] == os.getuid() and not facts["tensorflow_warm"]
 
 
+def test_a_warm_call_fills_the_cache_kernels_share():
+    """Does a zygote that warms MNIST give its kernels the scaled arrays already made (and one that does
+    not, none)?"""
+    facts = run_kernel(Sandbox(), UID + 3, warm=("dcv.data", "dcv.data.mnist_scaled()"))
+    assert facts["mnist_warm"] == 1
+    assert run_kernel(Sandbox(), UID + 3, warm=("dcv.data",))["mnist_warm"] == 0
+
+
 def test_warm_modules_are_what_the_assignment_imports():
     """Does a zygote import what the assignment's source cells import, from the allowed list, and no more?"""
     from autograder.sandbox import warm_modules
@@ -162,6 +171,10 @@ def test_warm_modules_are_what_the_assignment_imports():
     assert warm_modules({"notebooks": [{"source_cells": cells}]}) == (
         "numpy", "keras", "matplotlib.pyplot", "dcv.grader")
     assert warm_modules({"notebooks": [{"source_cells": [{"cell_type": "code", "source": "import math"}]}]}) == ()
+    mnist = [{"cell_type": "code", "source": "from dcv import data\nX = data.mnist_scaled()[0]"}]
+    assert warm_modules({"notebooks": [{"source_cells": mnist}]}) == ("dcv.data", "dcv.data.mnist_scaled()")
+    named = [{"cell_type": "code", "source": "mnist_scaled = print\nmnist_scaled()"}]  # not dcv.data's
+    assert warm_modules({"notebooks": [{"source_cells": named}]}) == ()
 
 
 def test_a_shared_zygote_serves_commands_and_falls_back(monkeypatch):

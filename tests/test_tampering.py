@@ -66,6 +66,9 @@ ATTACKS = {
     "import builtins": "imports `builtins`",
     "from unittest import mock": "imports `unittest`",
     "import importlib.util": "imports `importlib.util`",
+    "import numpy as np\ny = np.zeros(3)\ny.flags.writeable = True": "changes an array's flags",
+    "import numpy as np\ny = np.zeros(3)\ny.base.flags['WRITEABLE'] = True": "changes an array's flags",
+    "import numpy as np\nnp.zeros(3).setflags(write=True)": "uses `setflags`",
 }
 
 
@@ -83,6 +86,7 @@ HARMLESS = [
     "import sys\nprint('note', file=sys.stderr)",
     "import os\nos.environ['X'] = '1'",
     "import matplotlib.pyplot as plt\nplt.rcParams['figure.figsize'] = (4, 3)",
+    "import numpy as np\nX = np.zeros((2, 2))\nprint(X.flags.writeable, X.flags['C_CONTIGUOUS'])  # reading flags",
     "def conv_output_size(:",  # not Python: it cannot run either
 ]
 
