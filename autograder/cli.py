@@ -421,13 +421,19 @@ def cmd_autograde(args: argparse.Namespace) -> int:
         print("autograder: WARNING: --unsafe-no-sandbox: student code runs as you, unconfined", file=sys.stderr)
     digests = {job.student: digest for job, digest in jobs}
     count = iter(range(1, len(jobs) + 1))
+    not_graded = []
 
     def merge(job, result) -> None:  # the one writer: each result recorded as soon as it arrives
         with gradebook(course) as gb:
             done = record.record(course, gb, result, job.files, job.overwrite, digests[job.student])
         from tqdm import tqdm
 
-        tqdm.write(f"[{next(count)}/{len(jobs)}] {job.student}: {done['score']:g} of {done['max_score']:g} "
+        if done["state"] == "graded":
+            outcome = f"{done['score']:g} of {done['max_score']:g}"
+        else:  # the grader failed, not the student: the grade it had (if any) is kept
+            outcome = "NOT GRADED"
+            not_graded.append(job.student)
+        tqdm.write(f"[{next(count)}/{len(jobs)}] {job.student}: {outcome} "
                    f"({result.seconds:.1f} s){' - ' + '; '.join(result.reasons) if result.reasons else ''}",
                    file=sys.stdout)
         sys.stdout.flush()
@@ -439,8 +445,15 @@ def cmd_autograde(args: argparse.Namespace) -> int:
     for p in problems:
         print(f"autograder: {p}", file=sys.stderr)
     unreadable = [s for s, c in found.items() if not c]
+    said = []
     if unreadable:
-        raise Failure(f"{len(unreadable)} submission(s) could not be read: {', '.join(unreadable)} (scored 0)")
+        said.append(f"{len(unreadable)} submission(s) could not be read: {', '.join(unreadable)} (scored 0)")
+    if not_graded:
+        said.append(f"{len(not_graded)} submission(s) could not be graded, through no fault of theirs: "
+                    f"{', '.join(sorted(not_graded))} (why: in the notes above). Run the same command again "
+                    "to grade them; the others are not graded again")
+    if said:
+        raise Failure("; ".join(said))
     return 0
 
 

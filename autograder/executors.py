@@ -16,8 +16,9 @@ from .grading import Job, Result, grade, template
 
 def failed(job: Job, exc: BaseException) -> Result:
     """The result of a job whose worker failed (it is graded again by the next run)."""
+    said = " ".join(str(exc).split())[:300]  # one line, however long the worker's message
     return Result(job.assignment, job.student, failed=True, timestamp=job.timestamp,
-                  reasons=[f"grading failed on its worker: {type(exc).__name__}: {exc}"])
+                  reasons=[f"grading failed on its worker: {type(exc).__name__}: {said}"])
 
 
 def run(jobs: list[Job], on_result: Callable[[Job, Result], None], workers: int = 1,
@@ -69,6 +70,10 @@ def run(jobs: list[Job], on_result: Callable[[Job, Result], None], workers: int 
                     raise
         else:
             for job in jobs:
-                done(job, grade(job))
+                try:
+                    result = grade(job)
+                except Exception as exc:  # as on a worker: reported, graded again by the next run
+                    result = failed(job, exc)
+                done(job, result)
     finally:
         bar.close()

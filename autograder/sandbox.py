@@ -26,8 +26,10 @@ import threading
 import time
 from pathlib import Path
 
+from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
-from traitlets import Bool, Float, Integer, List, Unicode
+from jupyter_client.session import protocol_version
+from traitlets import Bool, Float, Integer, List, Type, Unicode
 from traitlets.config import Configurable
 
 MB = 1024 * 1024
@@ -69,14 +71,15 @@ class Sandbox(Configurable):
         return sorted(p for p in paths if os.path.exists(p))
 
     def env(self, workdir: str) -> dict[str, str]:
-        """The kernel's whole environment (nothing else of the grader's is passed on)."""
+        """The kernel's whole environment (nothing else of the grader's is passed on). NumPy asks for no
+        transparent huge pages: faulting them in made the zygote's scaling of MNIST take 2.5 s, not 0.3."""
         cache = os.environ.get("DCV_CACHE_DIR") or str(Path.home() / ".cache" / "dcv")
         keras = os.environ.get("KERAS_HOME") or str(Path.home() / ".keras")
         return {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": workdir, "LANG": "C.UTF-8",
                 "TMPDIR": "/tmp", "MPLCONFIGDIR": "/tmp/matplotlib", "MPLBACKEND": "agg",
                 "TF_CPP_MIN_LOG_LEVEL": "3", "NBGRADER_EXECUTION": "autograde", "DCV_CACHE_DIR": cache,
                 "KERAS_HOME": keras, "PYDEVD_DISABLE_FILE_VALIDATION": "1", "PYTHONDONTWRITEBYTECODE": "1",
-                "MALLOC_ARENA_MAX": "2"}
+                "MALLOC_ARENA_MAX": "2", "NUMPY_MADVISE_HUGEPAGE": "0"}
 
     def spec(self, workdir: str, runtime: str, uid: int, connection_file: str, mplconfig: str) -> dict:
         """What the zygote needs to start one kernel (see zygote.py): paths, user id, limits, environment
@@ -301,8 +304,43 @@ def unavailable() -> str | None:
     return None
 
 
+class SandboxedKernelClient(AsyncKernelClient):
+    """jupyter_client's client, ready once the kernel has answered on the shell and IOPub channels."""
+
+    async def wait_for_ready(self, timeout: float | None = None) -> None:
+        """Wait for the kernel's info reply and an IOPub message (proof that IOPub is connected).
+
+        jupyter_client's own version then waits until IOPub has been quiet for 0.2 s, which every
+        notebook would pay: nbclient reads only the messages that answer its own requests anyway."""
+        from queue import Empty
+
+        deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
+        while True:
+            self.kernel_info()
+            try:
+                reply = await self.shell_channel.get_msg(timeout=1)
+            except Empty:
+                reply = None
+            if reply is not None and reply["msg_type"] == "kernel_info_reply":
+                try:
+                    await self.iopub_channel.get_msg(timeout=0.2)
+                except Empty:
+                    pass  # not connected yet: ask again
+                else:
+                    major = int(reply["content"]["protocol_version"].split(".")[0])
+                    if major != int(protocol_version.split(".")[0]):
+                        self.session.adapt_version = major
+                    return
+            if not await self.is_alive():
+                raise RuntimeError("Kernel died before replying to kernel_info")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Kernel didn't respond in {timeout:g} seconds")
+
+
 class SandboxedKernelManager(AsyncKernelManager):
     """A kernel manager whose kernel is forked by the zygote into the sandbox, talking over IPC sockets."""
+
+    client_factory = Type(SandboxedKernelClient, klass=AsyncKernelClient)
 
     def __init__(self, *, sandbox: Sandbox, workdir: str, runtime: str, uid: int, warm: tuple[str, ...] = (),
                  **kwargs):
@@ -333,6 +371,11 @@ class SandboxedKernelManager(AsyncKernelManager):
         await super()._async_interrupt_kernel()
 
     interrupt_kernel = _async_interrupt_kernel
+
+    async def _async_finish_shutdown(self, waittime: float | None = None, pollinterval: float = 0.1,
+                                     restart: bool = False) -> None:
+        """Wait for the kernel to exit after its shutdown request, looking every 10 ms instead of every 100."""
+        await super()._async_finish_shutdown(waittime, 0.01, restart)
 
 
 class Watchdog(threading.Thread):

@@ -181,6 +181,38 @@ def released(course) -> subprocess.CompletedProcess:
     return result
 
 
+METADATA_DAMAGE = {  # what a student could do to a graded cell's grading metadata
+    "points as text": lambda m: m.update(points="ten"), "no grade id": lambda m: m.pop("grade_id"),
+    "empty grade id": lambda m: m.update(grade_id=""), "an unknown key": lambda m: m.update(bonus=100),
+    "grade not a flag": lambda m: m.update(grade=1), "negative points": lambda m: m.update(points=-1),
+    "older schema": lambda m: m.update(schema_version=2), "newer schema": lambda m: m.update(schema_version=4)}
+
+
+@pytest.mark.parametrize("damage", [None, *METADATA_DAMAGE])
+def test_the_compiled_metadata_check_decides_as_nbgrader_does(damage):
+    """Does the grader's metadata check (its schema compiled once) accept and refuse what nbgrader's does?"""
+    sys.path.insert(0, str(REPO))
+    from nbgrader.preprocessors import CheckCellMetadata as Nbgrader
+
+    from autograder.grading import CheckCellMetadata
+
+    nb = source_nb(EX02)
+    if damage:
+        graded = next(c for c in nb.cells if nbgrader_meta(c).get("grade"))
+        METADATA_DAMAGE[damage](graded.metadata["nbgrader"])
+
+    def verdict(check) -> str:
+        try:
+            check()(copy.deepcopy(nb), {})
+        except Exception as exc:
+            return type(exc).__name__
+        return "valid"
+
+    expected = verdict(Nbgrader)
+    assert (expected == "valid") == (damage is None)
+    assert verdict(CheckCellMetadata) == expected
+
+
 @pytest.mark.slow
 def test_release_validates_the_source_first(tmp_path):
     """Does `release` run the source notebook's tests (all must pass) before it releases it?"""

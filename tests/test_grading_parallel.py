@@ -71,3 +71,36 @@ def test_workers_and_dask_give_the_serial_grades(collected, tmp_path):
     for course in (parallel, dask):  # the graded notebooks came back as data, written by this machine
         assert sorted(p.parent.parent.name for p in course.glob(f"autograded/*/{EX02}/{EX02}.ipynb")) == [
             "ann", "ben", "cas"]
+
+
+def test_a_failed_worker_loses_nothing_and_is_said(collected, tmp_path, monkeypatch, capsys):
+    """When grading fails on a worker (not the student's fault: a lost Dask worker, a full disk), is the
+    submission said NOT GRADED, the command's exit status 1, and is it graded by the next run?"""
+    import shutil
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from autograder import cli as autograder_cli
+    from autograder import executors
+
+    template, folder = collected
+    course = tmp_path / "course"
+    shutil.copytree(template, course)
+
+    def lost(jobs, on_result, **_):  # every worker dies: as executors.run reports it
+        for job in jobs:
+            on_result(job, executors.failed(job, OSError("worker lost\n(its log said more)")))
+
+    monkeypatch.setattr(executors, "run", lost)
+    assert autograder_cli.main(["autograde", EX02, str(folder), "--course-dir", str(course)]) == 1
+    out, err = capsys.readouterr()
+    assert out.count("NOT GRADED") == 3 and "grading failed on its worker: OSError: worker lost (its log" in out
+    assert err.strip().splitlines()[-1].startswith(
+        "autograder: error: 3 submission(s) could not be graded, through no fault of theirs: ann, ben, cas")
+    assert not list(course.glob("autograded/*"))
+    monkeypatch.undo()
+    again, out = graded_course(template, folder, tmp_path / "again", "--workers", "1")
+    rerun = cli("autograde", EX02, course=course)  # what the first run collected into submitted/
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert "already graded" not in rerun.stdout and "NOT GRADED" not in rerun.stdout
+    assert cell_grades(course) == cell_grades(again)

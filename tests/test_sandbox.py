@@ -160,6 +160,44 @@ def test_a_warm_call_fills_the_cache_kernels_share():
     assert run_kernel(Sandbox(), UID + 3, warm=("dcv.data",))["mnist_warm"] == 0
 
 
+def test_a_kernel_is_ready_as_soon_as_it_answers():
+    """Is a sandboxed kernel ready once it has answered and IOPub is connected (its first output heard),
+    without jupyter_client's last step, waiting until IOPub has been quiet for 0.2 s (every notebook's
+    kernel would pay it)? And does it shut down when asked?"""
+    import asyncio
+
+    from autograder.sandbox import SandboxedKernelClient, SandboxedKernelManager
+
+    tmp = tempfile.mkdtemp(prefix="dcv-grade-")
+    os.chmod(tmp, 0o755)
+    work, runtime = os.path.join(tmp, "work"), os.path.join(tmp, "runtime")
+    for folder in (work, runtime):
+        os.mkdir(folder)
+        os.chown(folder, UID + 4, UID + 4)
+
+    async def scenario():
+        km = SandboxedKernelManager(sandbox=Sandbox(), workdir=work, runtime=runtime, uid=UID + 4,
+                                    kernel_name="python3")
+        await km.start_kernel()
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=60)
+            left = await kc.iopub_channel.get_msg(timeout=1)  # jupyter_client's wait leaves nothing here
+            heard = []
+            await kc.execute_interactive("print('heard')", timeout=30, output_hook=heard.append)
+        finally:
+            kc.stop_channels()
+            await km.shutdown_kernel()
+        return kc, left, heard, await km.is_alive()
+
+    kc, left, heard, alive = asyncio.run(scenario())
+    assert isinstance(kc, SandboxedKernelClient)
+    assert left["msg_type"] == "status"
+    assert [m["content"]["text"] for m in heard if m["msg_type"] == "stream"] == ["heard\n"]
+    assert not alive
+
+
 def test_warm_modules_are_what_the_assignment_imports():
     """Does a zygote import what the assignment's source cells import, from the allowed list, and no more?"""
     from autograder.sandbox import warm_modules
