@@ -172,7 +172,7 @@ class _CompiledSchema(BaseMetadataValidator):
 
 class _MetadataValidator(MetadataValidator, _CompiledSchema):
     """nbgrader's validator (grade ids, points, cell types) whose schema is read and compiled once, not
-    for every cell (40 ms a notebook)."""
+    for every cell (a check of exercise 9: 0.8 ms instead of 7)."""
 
     def __init__(self) -> None:
         import jsonschema

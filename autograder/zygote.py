@@ -2,9 +2,9 @@
 
 `python -m autograder.zygote FD MODULES` is started by the grader (sandbox.Zygote), one per grading
 process and assignment. It imports what the assignment's notebooks import (TensorFlow and Keras,
-Matplotlib, the helper package; IPython's kernel always) before any student code exists, then serves
-requests on the Unix socket FD: `spawn` forks
-a kernel, `poll` reports whether one has exited. A kernel therefore starts in a fraction of a second
+Matplotlib, the helper package; IPython's kernel and debugger always) before any student code
+exists, then serves requests on the Unix socket FD: `spawn` forks a kernel, `poll` reports whether
+one has exited. A kernel therefore starts in a fraction of a second
 instead of the ~6 CPU-seconds of importing TensorFlow. The zygote never reads a gradebook or a
 submission: a kernel inherits nothing of other students.
 
@@ -44,9 +44,10 @@ SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(platform.machine())
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "fonts", "localtime", "alternatives", "mime.types", "ssl")
 # What a zygote may import before any kernel exists (sandbox.warm_modules picks, per assignment, those
-# that its notebooks import); IPython's kernel and its debugger always. An entry ending in "()" is a call made once the
-# imports are done, when the notebooks make it: it fills its module's per-process cache, which every
-# kernel forked afterwards shares (read-only) instead of building its own (MNIST scaled: 219 MB).
+# that its notebooks import); IPython's kernel and its debugger always. An entry ending in "()" is a
+# call made once the imports are done, when the notebooks make it: it fills its module's per-process
+# cache, which every kernel forked afterwards shares (read-only) instead of building its own (MNIST
+# scaled: 219 MB).
 WARMABLE = ("numpy", "tensorflow", "keras", "matplotlib.pyplot", "dcv.data", "dcv.grader", "dcv.images",
             "dcv.pretrained", "dcv.training", "dcv.memory", "dcv.architectures", "dcv.segmentation",
             "dcv.detection", "dcv.receptive", "dcv.style", "dcv.synthetic", "dcv.plots",
