@@ -97,6 +97,20 @@ def notebooks(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.ipynb"))
 
 
+def warm_imports(name: str) -> tuple[str, ...]:
+    """What the zygote imports before it forks the kernels of `name`, read from its source notebooks (one
+    that cannot be read adds nothing: its kernels import what they need as they run)."""
+    from .sandbox import warm_modules
+
+    cells = []
+    for path in notebooks(SOURCE / name):
+        try:
+            cells += json.loads(path.read_text())["cells"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return warm_modules(cells)
+
+
 def nbgrader(course: Path, *argv: str) -> int:
     """Run `nbgrader <argv>` in the course folder; return its exit status."""
     env = {**os.environ, "DCV_COURSE_DIR": str(course)}
@@ -377,10 +391,15 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_autograde(args: argparse.Namespace) -> int:
-    from . import grading, record
-
     course = course_dir(args)
     name = known(args.assignment)
+    warm = warm_imports(name)
+    if not args.scheduler:  # started first, it imports TensorFlow while this process imports nbgrader
+        from .sandbox import zygote
+
+        zygote(warm)
+    from . import grading, record
+
     expected, overwrite = assignment_files(name)
     if args.submissions:
         found, problems, notes = collect_into(course, name, Path(args.submissions), args.pattern, args.force)
@@ -411,7 +430,7 @@ def cmd_autograde(args: argparse.Namespace) -> int:
             print(f"already graded: {student} (same submission; --force grades it again)")
             continue
         timestamp = submitted.pop("timestamp.txt", b"").decode(errors="replace").strip() or None
-        jobs.append((grading.Job(name, student, definition, submitted, overwrite, config, timestamp,
+        jobs.append((grading.Job(name, student, definition, submitted, overwrite, config, warm, timestamp,
                                  notes.get(student, [])), digest))
     if jobs and config.Sandbox.enabled:
         if why := grading.sandbox_problem():  # checked once: forked workers inherit the answer
@@ -423,9 +442,14 @@ def cmd_autograde(args: argparse.Namespace) -> int:
     count = iter(range(1, len(jobs) + 1))
     not_graded = []
 
+    # The course's gradebook, opened at the first result (local workers have forked by then) and kept
+    # open: one engine, whose statements SQLAlchemy compiles once, not once per result.
+    opened = []
+
     def merge(job, result) -> None:  # the one writer: each result recorded as soon as it arrives
-        with gradebook(course) as gb:
-            done = record.record(course, gb, result, job.files, job.overwrite, digests[job.student])
+        if not opened:
+            opened.append(gradebook(course))
+        done = record.record(course, opened[0], result, job.files, job.overwrite, digests[job.student])
         from tqdm import tqdm
 
         if done["state"] == "graded":
@@ -440,7 +464,11 @@ def cmd_autograde(args: argparse.Namespace) -> int:
 
     from . import executors
 
-    executors.run([job for job, _ in jobs], merge, workers=args.workers, scheduler=args.scheduler)
+    try:
+        executors.run([job for job, _ in jobs], merge, workers=args.workers, scheduler=args.scheduler)
+    finally:
+        for gb in opened:
+            gb.close()
     summary(course, name, sorted(found))
     for p in problems:
         print(f"autograder: {p}", file=sys.stderr)

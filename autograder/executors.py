@@ -32,10 +32,10 @@ def run(jobs: list[Job], on_result: Callable[[Job, Result], None], workers: int 
         on_result(job, result)
         bar.update()
 
-    if jobs and not scheduler:  # started now, it imports TensorFlow while the work below goes on; workers share it
-        from .sandbox import warm_modules, zygote
+    if jobs and not scheduler:  # before the workers fork: they share it (cli started it already)
+        from .sandbox import zygote
 
-        zygote(warm_modules(jobs[0].definition))
+        zygote(jobs[0].warm)
     try:
         if scheduler:
             from distributed import Client

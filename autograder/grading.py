@@ -42,7 +42,7 @@ from nbgrader.preprocessors import DeduplicateIds as NbgraderDeduplicateIds
 from nbgrader.preprocessors import SaveAutoGrades as NbgraderSaveAutoGrades
 from traitlets.config import Config
 
-from .sandbox import MB, Sandbox, SandboxedKernelManager, Watchdog, warm_modules
+from .sandbox import MB, Sandbox, SandboxedKernelManager, Watchdog
 
 NOT_RUN = "NotRun"  # ename of the error output given to a cell that never ran (it scores 0)
 
@@ -57,6 +57,7 @@ class Job:
     files: dict[str, bytes]     # the submission: relative path -> content
     overwrite: dict[str, bytes]  # the release's other files, copied over the submission's
     config: Config              # the course's nbgrader configuration (sandbox limits included)
+    warm: tuple[str, ...]       # what the kernels' zygote imports first (sandbox.warm_modules of the source)
     timestamp: str | None = None
     notes: list[str] = field(default_factory=list)  # found while collecting (e.g. a renamed notebook)
 
@@ -487,7 +488,7 @@ def grade_notebook(job: Job, name: str, work: str, runtime: str, url: str, uid: 
                               + "; ".join(shown))
     gradeable = {c.metadata["nbgrader"]["grade_id"] for c in nb.cells if utils.is_grade(c)}
     execute = SandboxedExecute(sandbox=sandbox, workdir=work, runtime=runtime, uid=uid,
-                               warm=warm_modules(job.definition), config=config)
+                               warm=job.warm, config=config)
     env = os.environ.copy()
     try:
         os.environ["NBGRADER_EXECUTION"] = "autograde"

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from jupyter_client.asynchronous import AsyncKernelClient
@@ -147,6 +148,7 @@ class Zygote:
         # One request at a time, from any thread of this process or of worker processes forked from it
         # (executors.run starts the zygote before forking its local workers, which share it).
         self.lock = multiprocessing.get_context("fork").Lock()
+        self.used = multiprocessing.get_context("fork").Value("b", 0, lock=False)  # set by any of those
         self.owner = os.getpid()
         self.process: subprocess.Popen | None = None
         self.folder: str | None = None
@@ -178,6 +180,7 @@ class Zygote:
     def request(self, message: dict, fds: list[int] = ()) -> dict:
         """Send one request, return its reply (one at a time: grading threads share the zygote)."""
         with self.lock:  # the first reply waits until the zygote has imported what it warms
+            self.used.value = 1
             try:
                 socket.send_fds(self.sock, [json.dumps(message).encode()], list(fds))
                 data = self.sock.recv(1 << 16)
@@ -198,6 +201,8 @@ class Zygote:
         self.sock.close()  # the zygote (or the shared one's copy) kills its kernels and exits
         if self.process is None:
             return
+        if not self.used.value:  # started early and never asked (nothing to grade): not worth its imports
+            self.process.kill()
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -244,31 +249,30 @@ def zygote(warm: tuple[str, ...] = ()) -> Zygote:
         return _ZYGOTES[warm]
 
 
-def warm_modules(definition: dict) -> tuple[str, ...]:
-    """The modules an assignment's notebooks import that a zygote may import beforehand, and the calls it
-    may make (zygote.WARMABLE), read from the source cells of its definition (the instructor's code, not
-    a student's)."""
+def warm_modules(cells: Iterable[dict]) -> tuple[str, ...]:
+    """The modules an assignment's code cells (as in an .ipynb) import that a zygote may import beforehand,
+    and the calls it may make (zygote.WARMABLE); the cells are the instructor's source, never a student's."""
     import ast
 
     from .zygote import WARMABLE
 
     found: set[str] = set()
     called: set[str] = set()
-    for nb in definition.get("notebooks", []):
-        for cell in nb.get("source_cells", []):
-            if cell.get("cell_type") != "code":
-                continue
-            try:
-                tree = ast.parse(cell.get("source") or "")
-            except SyntaxError:
-                continue
-            for node in ast.walk(tree):
-                if isinstance(node, ast.Import):
-                    found |= {alias.name for alias in node.names}
-                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                    found |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
-                elif isinstance(node, ast.Call) and isinstance(node.func, (ast.Name, ast.Attribute)):
-                    called.add(node.func.id if isinstance(node.func, ast.Name) else node.func.attr)
+    for cell in cells:
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+            continue
+        source = cell.get("source") or ""
+        try:
+            tree = ast.parse(source if isinstance(source, str) else "".join(source))
+        except (SyntaxError, ValueError, TypeError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+            elif isinstance(node, ast.Call) and isinstance(node.func, (ast.Name, ast.Attribute)):
+                called.add(node.func.id if isinstance(node.func, ast.Name) else node.func.attr)
 
     def wanted(entry: str) -> bool:
         if entry.endswith("()"):  # a call the notebooks make, from a module they import

@@ -232,20 +232,21 @@ def test_a_sandboxed_kernel_is_heard_from_its_first_cell_and_stops():
 
 
 def test_warm_modules_are_what_the_assignment_imports():
-    """Does a zygote import what the assignment's source cells import, from the allowed list, and no more?"""
+    """Does a zygote import what the assignment's source code cells import, from the allowed list, and no more?"""
     from autograder.sandbox import warm_modules
 
     cells = [{"cell_type": "code", "source": "import numpy as np\nfrom dcv import grader\nimport os, evil"},
              {"cell_type": "code", "source": "from keras import layers\nimport matplotlib.pyplot as plt"},
              {"cell_type": "markdown", "source": "import tensorflow"},
              {"cell_type": "code", "source": "this is not Python"}]
-    assert warm_modules({"notebooks": [{"source_cells": cells}]}) == (
+    assert warm_modules(cells) == (
         "numpy", "keras", "matplotlib.pyplot", "dcv.grader")
-    assert warm_modules({"notebooks": [{"source_cells": [{"cell_type": "code", "source": "import math"}]}]}) == ()
+    assert warm_modules([{"cell_type": "code", "source": "import math"}]) == ()
+    assert warm_modules([{"cell_type": "code", "source": ["import ", "numpy\n"]}]) == ("numpy",)  # as in a file
     mnist = [{"cell_type": "code", "source": "from dcv import data\nX = data.mnist_scaled()[0]"}]
-    assert warm_modules({"notebooks": [{"source_cells": mnist}]}) == ("dcv.data", "dcv.data.mnist_scaled()")
+    assert warm_modules(mnist) == ("dcv.data", "dcv.data.mnist_scaled()")
     named = [{"cell_type": "code", "source": "mnist_scaled = print\nmnist_scaled()"}]  # not dcv.data's
-    assert warm_modules({"notebooks": [{"source_cells": named}]}) == ()
+    assert warm_modules(named) == ()
 
 
 def test_a_shared_zygote_serves_commands_and_falls_back(monkeypatch):
@@ -265,3 +266,17 @@ def test_a_shared_zygote_serves_commands_and_falls_back(monkeypatch):
     finally:
         server.close()
     assert not os.path.exists(server.path)
+
+
+def test_a_zygote_never_asked_is_stopped_without_waiting_for_its_imports(monkeypatch):
+    """`autograde` starts its zygote before it knows whether there is anything to grade: is one that was
+    never asked for a kernel killed at close (not waited for through TensorFlow's import), while one that
+    served ends by itself, and neither leaves its folder behind?"""
+    monkeypatch.delenv("DCV_ZYGOTE_SOCKET", raising=False)
+    unused = Zygote(("keras",))
+    unused.close()
+    assert unused.process.returncode == -9 and not os.path.exists(unused.folder)
+    used = Zygote(())
+    assert used.request({"op": "poll", "pid": 1}) == {"status": 0}  # answered once its imports are done
+    used.close()
+    assert used.process.returncode == 0 and not os.path.exists(used.folder)
