@@ -12,6 +12,7 @@ import datetime
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -34,9 +35,19 @@ class Failure(Exception):
     """A problem the instructor can fix: reported as one line, exit status 1."""
 
 
+class Stopped(KeyboardInterrupt):
+    """`kill` (SIGTERM) or a closed terminal (SIGHUP): handled as Ctrl-C is, its clean-up included."""
+
+
+def stop(signum: int, frame: object) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; return the exit status."""
     args = parser().parse_args(argv)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
     # nbgrader runs `alembic` (its database migrations) from PATH: make the venv's bin/ visible
     # even when the venv is not activated.
     bindir = str(Path(sys.executable).parent)
@@ -49,9 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     except Failure as exc:
         print(f"autograder: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("autograder: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        by = f" by {exc}" if isinstance(exc, Stopped) else ""
+        print(f"autograder: interrupted{by}" + "".join(f"; {n}" for n in getattr(exc, "__notes__", [])),
+              file=sys.stderr)
+        return 128 + getattr(signal, str(exc), signal.SIGINT) if by else 130
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,9 +403,32 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def private_temp() -> None:
+    """Make this command's temporary folders (its zygote's, each submission's) in one of its own, removed
+    when it exits: a worker stopped while grading (Ctrl-C) leaves nothing in the system's. The folders of
+    earlier commands that could not remove theirs (`kill -9`) go too: they hold students' notebooks."""
+    import atexit
+    import tempfile
+
+    for old in Path(tempfile.gettempdir()).glob("dcv-autograde-*"):
+        try:
+            if old.stat().st_uid == os.getuid():
+                os.kill(int((old / "pid").read_text()), 0)  # raises if that command is gone
+        except ProcessLookupError:
+            shutil.rmtree(old, ignore_errors=True)
+        except (OSError, ValueError):  # another user's, or not written yet: left alone
+            pass
+    folder = tempfile.mkdtemp(prefix="dcv-autograde-")
+    os.chmod(folder, 0o755)  # each kernel's user goes through it to its submission's folder
+    Path(folder, "pid").write_text(str(os.getpid()))
+    tempfile.tempdir = folder
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # after the zygote stops (registered later)
+
+
 def cmd_autograde(args: argparse.Namespace) -> int:
     course = course_dir(args)
     name = known(args.assignment)
+    private_temp()
     warm = warm_imports(name)
     if not args.scheduler:  # started first, it imports TensorFlow while this process imports nbgrader
         from .sandbox import zygote
@@ -440,7 +476,7 @@ def cmd_autograde(args: argparse.Namespace) -> int:
         print("autograder: WARNING: --unsafe-no-sandbox: student code runs as you, unconfined", file=sys.stderr)
     digests = {job.student: digest for job, digest in jobs}
     count = iter(range(1, len(jobs) + 1))
-    not_graded = []
+    not_graded, merged = [], []
 
     # The course's gradebook, opened at the first result (local workers have forked by then) and kept
     # open: one engine, whose statements SQLAlchemy compiles once, not once per result.
@@ -450,6 +486,7 @@ def cmd_autograde(args: argparse.Namespace) -> int:
         if not opened:
             opened.append(gradebook(course))
         done = record.record(course, opened[0], result, job.files, job.overwrite, digests[job.student])
+        merged.append(job.student)
         from tqdm import tqdm
 
         if done["state"] == "graded":
@@ -466,6 +503,10 @@ def cmd_autograde(args: argparse.Namespace) -> int:
 
     try:
         executors.run([job for job, _ in jobs], merge, workers=args.workers, scheduler=args.scheduler)
+    except KeyboardInterrupt as exc:
+        exc.add_note(f"{len(merged)} of {len(jobs)} submission(s) graded and recorded; the same command "
+                     f"grades the other {len(jobs) - len(merged)}")
+        raise
     finally:
         for gb in opened:
             gb.close()

@@ -7,6 +7,7 @@ writer, in this process) records each as soon as it arrives, so an interrupted r
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -19,6 +20,27 @@ def failed(job: Job, exc: BaseException) -> Result:
     said = " ".join(str(exc).split())[:300]  # one line, however long the worker's message
     return Result(job.assignment, job.student, failed=True, timestamp=job.timestamp,
                   reasons=[f"grading failed on its worker: {type(exc).__name__}: {said}"])
+
+
+def worker_start() -> None:
+    """In a local worker, first: Ctrl-C is the command's to answer (it stops its workers itself), `kill`
+    ends the worker at once, and so does its command's death, however it dies."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    if sys.platform == "linux":
+        from .zygote import PR_SET_PDEATHSIG, _prctl
+
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Kill the pool's workers now (the submissions they were grading are graded by the next run; their
+    folders are in the command's temporary folder, removed when it exits)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # no public way before 3.14
+    pool.shutdown(wait=False, cancel_futures=True)  # (which forgets them)
+    for process in processes:
+        process.kill()
 
 
 def run(jobs: list[Job], on_result: Callable[[Job, Result], None], workers: int = 1,
@@ -55,19 +77,22 @@ def run(jobs: list[Job], on_result: Callable[[Job, Result], None], workers: int 
             for job in jobs:  # each assignment's private-gradebook template, made once before the fork
                 template(job.definition)
             context = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+            pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context,
+                                       initializer=worker_start)
+            try:
                 futures = {pool.submit(grade, job): job for job in jobs}
-                try:
-                    for future in as_completed(futures):
-                        job = futures[future]
-                        try:
-                            result = future.result()
-                        except Exception as exc:
-                            result = failed(job, exc)
-                        done(job, result)
-                except BaseException:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
+                for future in as_completed(futures):
+                    job = futures[future]
+                    try:
+                        result = future.result()
+                    except Exception as exc:
+                        result = failed(job, exc)
+                    done(job, result)
+            except BaseException:  # Ctrl-C, `kill`: a worker left waiting would keep the command from exiting
+                stop_workers(pool)
+                raise
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
         else:
             for job in jobs:
                 try:

@@ -28,9 +28,9 @@ REGIONS = [("BEGIN SOLUTION", "END SOLUTION"), ("BEGIN HIDDEN TESTS", "END HIDDE
            ("BEGIN MARK SCHEME", "END MARK SCHEME")]
 
 
-def cli(*args: str, course: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    """Run `python -m autograder <args> --course-dir <course>` from the repository root."""
-    env = {k: v for k, v in os.environ.items() if k != "DCV_COURSE_DIR"}
+def cli(*args: str, course: Path, timeout: int = 900, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m autograder <args> --course-dir <course>` from the repository root (`env`: more variables)."""
+    env = {k: v for k, v in os.environ.items() if k != "DCV_COURSE_DIR"} | (env or {})
     return subprocess.run([sys.executable, "-m", "autograder", *args, "--course-dir", str(course)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 

@@ -34,10 +34,12 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -330,26 +332,75 @@ def test_refuses_without_a_sandbox_unless_told(course, tmp_path):
     assert scores(course, EX02)["late"] == 15.0
 
 
-def test_kill_9_loses_nothing_and_a_rerun_resumes(course, tmp_path):
-    """After `kill -9` in the middle of a run, does a rerun keep what was recorded and grade the rest?"""
-    release = nbformat.read(course / "release" / EX02 / f"{EX02}.ipynb", as_version=4)
-    right = solve(release, source_nb(EX02))
-    students = ["resume_a", "resume_b"]
+def class_of(course: Path, folder: Path, students: list[str]) -> None:
+    """A submissions folder in which each student handed in the solved exercise 2."""
+    right = solve(nbformat.read(course / "release" / EX02 / f"{EX02}.ipynb", as_version=4), source_nb(EX02))
     for student in students:
-        (tmp_path / student).mkdir()
-        nbformat.write(right, tmp_path / student / f"{EX02}.ipynb")
-    env = {k: v for k, v in os.environ.items() if k != "DCV_COURSE_DIR"}
-    proc = subprocess.Popen([sys.executable, "-m", "autograder", "autograde", EX02, str(tmp_path),
-                             "--course-dir", str(course), "--workers", "1"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+        (folder / student).mkdir()
+        nbformat.write(right, folder / student / f"{EX02}.ipynb")
+
+
+def stopped_at_first_result(course: Path, folder: Path, signum: int, workers: int,
+                            scratch: str) -> tuple[subprocess.Popen, str]:
+    """Start `autograde` (its temporary folders in `scratch`), send `signum` to its process group once the
+    first result is printed, as Ctrl-C in a terminal does; return the process once it exited, and its stderr."""
+    env = {k: v for k, v in os.environ.items() if k != "DCV_COURSE_DIR"} | {"TMPDIR": scratch}
+    proc = subprocess.Popen([sys.executable, "-m", "autograder", "autograde", EX02, str(folder), "--course-dir",
+                             str(course), "--workers", str(workers)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     for line in proc.stdout:
-        if line.startswith("[1/2]"):
-            os.killpg(proc.pid, signal.SIGKILL)
+        if line.startswith("[1/"):
+            os.killpg(proc.pid, signum)
             break
-    proc.wait(timeout=60)
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired as hung:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError(f"autograde --workers {workers} did not exit within 60 s of signal {signum}") from hung
+    return proc, stderr
+
+
+@pytest.fixture
+def scratch():
+    """A temporary folder for the commands' own (kernels must be able to enter it), removed after the test."""
+    folder = tempfile.mkdtemp(prefix="dcv-test-stop-")
+    os.chmod(folder, 0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_kill_9_loses_nothing_and_a_rerun_resumes(course, tmp_path, scratch):
+    """After `kill -9` in the middle of a run, does a rerun keep what was recorded, grade the rest, and
+    remove the folder (students' notebooks) that the killed command could not?"""
+    students = ["resume_a", "resume_b"]
+    class_of(course, tmp_path, students)
+    stopped_at_first_result(course, tmp_path, signal.SIGKILL, 1, scratch)
     assert scores(course, EX02).get("resume_a") == 15.0
-    again = cli("autograde", EX02, str(tmp_path), course=course)
+    assert [p.name.startswith("dcv-autograde-") for p in Path(scratch).iterdir()] == [True]
+    again = cli("autograde", EX02, str(tmp_path), course=course, env={"TMPDIR": scratch})
     assert again.returncode == 0, again.stdout + again.stderr
     assert "already graded: resume_a" in again.stdout
     assert "[1/1] resume_b: 15 of 18" in again.stdout
+    assert {s: scores(course, EX02)[s] for s in students} == {s: 15.0 for s in students}
+    assert list(Path(scratch).iterdir()) == []
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_with_workers_stops_at_once_and_keeps_what_was_graded(course, tmp_path, scratch, signum, status):
+    """Ctrl-C (SIGINT to the command's process group) or `kill` while two workers grade: does the command
+    exit at once, say what it kept, leave no process or folder behind, and does a rerun grade the rest?"""
+    students = [f"stop_{signum}_{i}" for i in range(4)]
+    class_of(course, tmp_path, students)
+    proc, stderr = stopped_at_first_result(course, tmp_path, signum, 2, scratch)
+    assert proc.returncode == status, stderr
+    assert "Traceback" not in stderr and "submission(s) graded and recorded; the same command grades the other" in (
+        stderr.strip().splitlines()[-1]), stderr
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.pid, 0)  # no process of the command is left
+    assert list(Path(scratch).iterdir()) == []
+    kept = [s for s in students if scores(course, EX02).get(s) == 15.0]
+    assert kept, "the result printed before the signal was not kept"
+    again = cli("autograde", EX02, str(tmp_path), course=course)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert all(f"already graded: {s}" in again.stdout for s in kept)
     assert {s: scores(course, EX02)[s] for s in students} == {s: 15.0 for s in students}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -78,11 +79,29 @@ print(json.dumps({
 '''
 
 
+_FOLDERS: list[str] = []  # the submission folders the tests made, removed once the module is done
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_folders():
+    yield
+    while _FOLDERS:
+        shutil.rmtree(_FOLDERS.pop(), ignore_errors=True)
+
+
+def submission_folder() -> str:
+    """A new folder as `grading.grade` makes one (under the system's temporary folder, readable by the
+    kernel's user: pytest's own tmp_path is root's alone), removed after the module's tests."""
+    tmp = tempfile.mkdtemp(prefix="dcv-test-grade-")
+    os.chmod(tmp, 0o755)
+    _FOLDERS.append(tmp)
+    return tmp
+
+
 def run_kernel(sandbox: Sandbox, uid: int, warm: tuple[str, ...] = ("keras",)) -> dict:
     """Run FACTS in a kernel forked by the zygote that imported `warm`, in a fresh submission folder;
     return what it printed."""
-    tmp = tempfile.mkdtemp(prefix="dcv-grade-")
-    os.chmod(tmp, 0o755)
+    tmp = submission_folder()
     work, runtime = os.path.join(tmp, "work"), os.path.join(tmp, "runtime")
     for folder in (work, runtime):
         os.mkdir(folder)
@@ -203,8 +222,7 @@ def test_a_sandboxed_kernel_is_heard_from_its_first_cell_and_stops():
 
     from autograder.sandbox import SandboxedKernelClient, SandboxedKernelManager
 
-    tmp = tempfile.mkdtemp(prefix="dcv-grade-")
-    os.chmod(tmp, 0o755)
+    tmp = submission_folder()
     work, runtime = os.path.join(tmp, "work"), os.path.join(tmp, "runtime")
     for folder in (work, runtime):
         os.mkdir(folder)
