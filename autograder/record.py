@@ -94,8 +94,11 @@ def record(course: Path, gb, result: Result, files: dict[str, bytes], overwrite:
               **{f"{nb}.ipynb": text.encode() for nb, text in result.notebooks.items()}}
     replace_folder(course / "autograded" / student / name, graded)
     gb.update_or_create_student(student)
-    submission = gb.update_or_create_submission(name, student, **(
-        {"timestamp": result.timestamp} if result.timestamp else {}))
+    # nbgrader builds a new submission before adding it to the session; an autoflush in between (when
+    # the assignment's notebooks are not loaded yet, as after a Dask result) warns that it cannot add it.
+    with gb.db.no_autoflush:
+        submission = gb.update_or_create_submission(name, student, **(
+            {"timestamp": result.timestamp} if result.timestamp else {}))
     for nb in submission.notebooks:
         scored = result.grades.get(nb.notebook.name, {})
         for grade in nb.grades:

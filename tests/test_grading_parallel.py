@@ -50,6 +50,7 @@ def graded_course(template: Path, folder: Path, tmp_path: Path, *options: str) -
     shutil.copytree(template, course)
     result = cli("autograde", EX02, str(folder), *options, course=course)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Warning" not in result.stderr, result.stderr[-3000:]  # the instructor sees nothing to worry about
     return course, result.stdout
 
 
