@@ -359,7 +359,7 @@ def collect_into(course: Path, name: str, source: Path, pattern: str | None, for
             problems += collect.by_pattern([p for p in folder.rglob("*") if p.is_file()], pattern,
                                            sorted_folder, name, extensions)[0]
             folder = sorted_folder
-        found, more, notes = find_submissions(folder, name, expected)
+        found, more, notes = find_submissions(folder, name, expected, handed_in(name))
         problems += more
         if not any(found.values()):
             problems_note = f" ({len(problems)} skipped, see above)" if problems else ""
@@ -403,14 +403,27 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
-def private_temp() -> None:
+# A kernel's sockets are files in its submission's folder, <this command's>/dcv-grade-12345678/runtime/
+# kernel-ipc-N, and a socket's path holds at most 107 bytes: the temporary folder must be short.
+SOCKET_PATH_MAX, UNDER_TEMP = 107, len("/dcv-autograde-12345678/dcv-grade-12345678/runtime/kernel-ipc-99")
+
+
+def private_temp() -> str:
     """Make this command's temporary folders (its zygote's, each submission's) in one of its own, removed
     when it exits: a worker stopped while grading (Ctrl-C) leaves nothing in the system's. The folders of
-    earlier commands that could not remove theirs (`kill -9`) go too: they hold students' notebooks."""
+    earlier commands that could not remove theirs (`kill -9`) go too: they hold students' notebooks.
+    Return the temporary folder it replaces (for the caller to restore)."""
     import atexit
     import tempfile
 
-    for old in Path(tempfile.gettempdir()).glob("dcv-autograde-*"):
+    base = tempfile.gettempdir()
+    if len(base) + UNDER_TEMP > SOCKET_PATH_MAX:
+        if not os.access("/tmp", os.W_OK | os.X_OK):
+            raise Failure(f"the temporary folder {base} is too long a path for the kernels' sockets "
+                          f"({SOCKET_PATH_MAX - UNDER_TEMP} characters at most): set TMPDIR to a shorter one")
+        print(f"autograder: {base} is too long a path for the kernels' sockets: using /tmp", file=sys.stderr)
+        base = "/tmp"
+    for old in Path(base).glob("dcv-autograde-*"):
         try:
             if old.stat().st_uid == os.getuid():
                 os.kill(int((old / "pid").read_text()), 0)  # raises if that command is gone
@@ -418,17 +431,28 @@ def private_temp() -> None:
             shutil.rmtree(old, ignore_errors=True)
         except (OSError, ValueError):  # another user's, or not written yet: left alone
             pass
-    folder = tempfile.mkdtemp(prefix="dcv-autograde-")
+    folder = tempfile.mkdtemp(prefix="dcv-autograde-", dir=base)
     os.chmod(folder, 0o755)  # each kernel's user goes through it to its submission's folder
     Path(folder, "pid").write_text(str(os.getpid()))
-    tempfile.tempdir = folder
+    previous, tempfile.tempdir = tempfile.tempdir, folder
     atexit.register(shutil.rmtree, folder, ignore_errors=True)  # after the zygote stops (registered later)
+    return previous
 
 
 def cmd_autograde(args: argparse.Namespace) -> int:
+    import tempfile
+
+    previous = private_temp()
+    try:
+        return autograde(args)
+    finally:  # as it was for what follows in this process (tests call main() in theirs)
+        tempfile.tempdir = previous
+
+
+def autograde(args: argparse.Namespace) -> int:
+    """`autograde`, in this command's temporary folder."""
     course = course_dir(args)
     name = known(args.assignment)
-    private_temp()
     warm = warm_imports(name)
     if not args.scheduler:  # started first, it imports TensorFlow while this process imports nbgrader
         from .sandbox import zygote
@@ -459,14 +483,16 @@ def cmd_autograde(args: argparse.Namespace) -> int:
     for student, content in found.items():
         if not content:
             continue
-        submitted = {rel: path.read_bytes() for rel, path in files(course / "submitted" / student / name).items()}
-        digest = grading.digest(submitted)
+        # Read for the digest now and again when graded: a class's submissions are never all in memory.
+        folder = course / "submitted" / student / name
+        paths = files(folder)
+        digest = grading.digest({rel: path.read_bytes() for rel, path in paths.items()})
         before = record.read_status(course, name, student)
         if before and before.get("digest") == digest and before.get("state") == "graded" and not args.force:
             print(f"already graded: {student} (same submission; --force grades it again)")
             continue
-        timestamp = submitted.pop("timestamp.txt", b"").decode(errors="replace").strip() or None
-        jobs.append((grading.Job(name, student, definition, submitted, overwrite, config, warm, timestamp,
+        stamp = paths["timestamp.txt"].read_bytes().decode(errors="replace").strip() if "timestamp.txt" in paths else ""
+        jobs.append((grading.Job(name, student, definition, str(folder), overwrite, config, warm, stamp or None,
                                  notes.get(student, [])), digest))
     if jobs and config.Sandbox.enabled:
         if why := grading.sandbox_problem():  # checked once: forked workers inherit the answer
@@ -485,7 +511,7 @@ def cmd_autograde(args: argparse.Namespace) -> int:
     def merge(job, result) -> None:  # the one writer: each result recorded as soon as it arrives
         if not opened:
             opened.append(gradebook(course))
-        done = record.record(course, opened[0], result, job.files, job.overwrite, digests[job.student])
+        done = record.record(course, opened[0], result, job.contents(), job.overwrite, digests[job.student])
         merged.append(job.student)
         from tqdm import tqdm
 

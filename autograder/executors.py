@@ -22,6 +22,11 @@ def failed(job: Job, exc: BaseException) -> Result:
                   reasons=[f"grading failed on its worker: {type(exc).__name__}: {said}"])
 
 
+# What a Dask scheduler is sent ahead of the workers: at most this many submissions, and no more once
+# their files reach SENT_BYTES (a class of 500 exercise-10 models, 14 MB each, is 7 GB).
+SENT_JOBS, SENT_BYTES = 512, 1 << 30
+
+
 def worker_start() -> None:
     """In a local worker, first: Ctrl-C is the command's to answer (it stops its workers itself), `kill`
     ends the worker at once, and so does its command's death, however it dies."""
@@ -64,15 +69,27 @@ def run(jobs: list[Job], on_result: Callable[[Job, Result], None], workers: int 
             from distributed import as_completed as dask_completed
 
             with Client(scheduler, timeout="30s") as client:
-                futures = {client.submit(grade, job, pure=False, key=f"grade-{job.assignment}-{job.student}-{i}"): job
-                           for i, job in enumerate(jobs)}
-                for future in dask_completed(futures):
-                    job = futures[future]
+                waiting, futures, sizes = list(enumerate(jobs))[::-1], {}, {}
+                running = dask_completed()
+
+                def send() -> None:  # the submissions' files go as their turn nears (SENT_BYTES at most)
+                    while waiting and (not sizes or sum(sizes.values()) < SENT_BYTES) and len(sizes) < SENT_JOBS:
+                        i, job = waiting.pop()
+                        job = job.shipped()
+                        future = client.submit(grade, job, pure=False, key=f"grade-{job.assignment}-{job.student}-{i}")
+                        futures[future], sizes[future] = job, sum(map(len, job.files.values()))
+                        running.add(future)
+
+                send()
+                for future in running:
+                    job, _ = futures.pop(future), sizes.pop(future)
                     try:
                         result = future.result()
                     except Exception as exc:
                         result = failed(job, exc)
+                    del future  # its result is released once merged
                     done(job, result)
+                    send()
         elif workers > 1 and len(jobs) > 1:
             for job in jobs:  # each assignment's private-gradebook template, made once before the fork
                 template(job.definition)
@@ -80,13 +97,14 @@ def run(jobs: list[Job], on_result: Callable[[Job, Result], None], workers: int 
             pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context,
                                        initializer=worker_start)
             try:
-                futures = {pool.submit(grade, job): job for job in jobs}
+                futures = {pool.submit(grade, job): job for job in jobs}  # jobs name folders: small
                 for future in as_completed(futures):
-                    job = futures[future]
+                    job = futures.pop(future)  # the result is released once merged
                     try:
                         result = future.result()
                     except Exception as exc:
                         result = failed(job, exc)
+                    del future
                     done(job, result)
             except BaseException:  # Ctrl-C, `kill`: a worker left waiting would keep the command from exiting
                 stop_workers(pool)

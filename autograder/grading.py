@@ -10,6 +10,7 @@ not be graded in full. It never opens the course's gradebook or folder: `record.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import hashlib
 import itertools
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import nbformat
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -54,12 +56,32 @@ class Job:
     assignment: str
     student: str
     definition: dict            # the assignment as the gradebook holds it (see record.definition)
-    files: dict[str, bytes]     # the submission: relative path -> content
+    folder: str                 # the submission as collected (course/submitted/<student>/<assignment>)
     overwrite: dict[str, bytes]  # the release's other files, copied over the submission's
     config: Config              # the course's nbgrader configuration (sandbox limits included)
     warm: tuple[str, ...]       # what the kernels' zygote imports first (sandbox.warm_modules of the source)
     timestamp: str | None = None
     notes: list[str] = field(default_factory=list)  # found while collecting (e.g. a renamed notebook)
+    files: dict[str, bytes] | None = None  # the folder's files, once shipped to a machine that cannot read it
+
+    def contents(self) -> dict[str, bytes]:
+        """The submission: relative path -> content (read from its folder when it was not shipped)."""
+        return self.files if self.files is not None else submission_files(Path(self.folder))
+
+    def shipped(self) -> Job:
+        """This job with the submission's files inside (for a Dask worker): read now, not before."""
+        return dataclasses.replace(self, files=self.contents())
+
+
+class GradingError(Exception):
+    """Grading could not be done, through no fault of the student's (e.g. a kernel that cannot start)."""
+
+
+def submission_files(folder: Path) -> dict[str, bytes]:
+    """The files of a collected submission, but collect's timestamp.txt: relative path -> content."""
+    from .submissions import files
+
+    return {rel: path.read_bytes() for rel, path in files(folder).items() if rel != "timestamp.txt"}
 
 
 @dataclass
@@ -424,7 +446,7 @@ def grade(job: Job, slot: int | None = None) -> Result:
         work, runtime = os.path.join(tmp, "work"), os.path.join(tmp, "runtime")
         for folder in (work, runtime):
             os.mkdir(folder, 0o755)
-        for rel, data in {**job.files, **job.overwrite}.items():
+        for rel, data in {**job.contents(), **job.overwrite}.items():
             dest = os.path.join(work, rel)
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             with open(dest, "wb") as fh:
@@ -438,6 +460,9 @@ def grade(job: Job, slot: int | None = None) -> Result:
                   for nb in job.definition["notebooks"])
         read_grades(url, job, result)
         result.failed = ran == 0
+    except GradingError as exc:  # no grade: the one recorded before (if any) stays, the next run grades it
+        result.failed, result.grades = True, {}
+        result.reasons.append(f"grading failed: {exc}")
     except Exception as exc:
         result.failed = True
         result.reasons.append(f"grading failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
@@ -493,11 +518,12 @@ def grade_notebook(job: Job, name: str, work: str, runtime: str, url: str, uid: 
     try:
         os.environ["NBGRADER_EXECUTION"] = "autograde"
         nb, resources = execute(nb, resources)
-    except Exception as exc:
+    except Exception as exc:  # the kernel could not start or be reached: the grader's failure, not the student's
         log = os.path.join(os.path.dirname(runtime), "kernel.log")
         said = open(log, errors="replace").read()[-2000:].strip().splitlines() if os.path.exists(log) else []
-        return zero(f"could not be run ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-                    f"{'; the kernel said: ' + said[-1][:200] if said else ''})")
+        raise GradingError(f"{name}.ipynb could not be run ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0][:200] if str(exc) else ''}"
+                           f"{'; the kernel said: ' + said[-1][:200] if said else ''})") from None
     finally:
         os.environ.clear()
         os.environ.update(env)

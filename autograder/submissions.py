@@ -65,13 +65,15 @@ def other_exercise(file_name: str, name: str) -> bool:
     return bool(theirs and ours and theirs.group(1) != ours.group(1))
 
 
-def find_submissions(folder: Path, name: str, expected: list[str]
+def find_submissions(folder: Path, name: str, expected: list[str], handed_in: list[str] = ()
                      ) -> tuple[dict[str, dict[str, Path]], list[str], dict[str, list[str]]]:
     """Each student's files (relative path in submitted/<student>/<name>/ -> file), problems, notes.
 
-    `expected` are the assignment's notebook file names. A student whose notebook cannot be read maps
-    to {}: reported, not copied, scored 0. A single notebook under another name is taken as the
-    assignment's (when it has one notebook), and a note says so.
+    `expected` are the assignment's notebook file names, `handed_in` the other files its students hand in
+    (a trained model), taken from beside a notebook handed in alone too; a note names any missing. A
+    student whose notebook cannot be read maps to {}: reported, not copied, scored 0. A single
+    notebook under another name is taken as the assignment's (when it has one notebook), and a note
+    says so.
     """
     found, problems, notes = {}, [], {}
     for student_dir in sorted(p for p in folder.iterdir() if p.is_dir() and p.name[0] not in "._"):
@@ -81,9 +83,11 @@ def find_submissions(folder: Path, name: str, expected: list[str]
         if nested.is_dir() and list(nested.glob("*.ipynb")):
             content = files(nested)
         elif flat.is_file() and len(expected) == 1:
-            content = {expected[0]: flat}
+            content = {expected[0]: flat, **{rel: student_dir / rel for rel in handed_in
+                                            if (student_dir / rel).is_file()}}
         elif len(loose) == 1 and len(expected) == 1 and not other_exercise(loose[0].name, name):
-            content = {expected[0]: loose[0]}
+            content = {expected[0]: loose[0], **{rel: student_dir / rel for rel in handed_in
+                                                if (student_dir / rel).is_file()}}
         else:
             seen = ", ".join(p.name for p in loose)
             problems.append(f"{student}: no {name}.ipynb or {name}/*.ipynb"
@@ -98,6 +102,9 @@ def find_submissions(folder: Path, name: str, expected: list[str]
         for rel, path in content.items():
             if rel in expected and path.name != rel:
                 notes.setdefault(student, []).append(f"notebook handed in as '{path.name}': graded as {rel}")
+        for rel in handed_in:
+            if rel not in content:
+                notes.setdefault(student, []).append(f"{rel} not handed in: the tests that load it score 0")
         bad = [f"{path.name}: {why}" for rel, path in content.items()
                if rel.endswith(".ipynb") and (why := notebook_problem(path))]
         if bad:

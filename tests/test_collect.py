@@ -73,3 +73,32 @@ def test_unsafe_zip_is_refused(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "holds a path outside its folder: '../../escaped.ipynb'" in result.stderr.strip().splitlines()[-1]
     assert not (tmp_path.parent / "escaped.ipynb").exists()
+
+
+def test_a_handed_in_model_is_taken_from_beside_a_lone_notebook(tmp_path):
+    """Exercise 9's students hand in mnist_model.keras: is it collected whether the notebook lies in
+    <student>/ or <student>/ex09_mnist/, and does a note name it where it is missing (never dropped
+    silently)?"""
+    import sys
+
+    from test_grading import REPO
+
+    sys.path.insert(0, str(REPO))
+    from autograder.submissions import find_submissions
+
+    notebook = nbformat.writes(nbformat.v4.new_notebook())
+    layouts = {"flat": "", "nested": "ex09_mnist/"}
+    for student, where in layouts.items():
+        (tmp_path / student / where).mkdir(parents=True, exist_ok=True)
+        (tmp_path / student / where / "ex09_mnist.ipynb").write_text(notebook)
+        (tmp_path / student / where / "mnist_model.keras").write_bytes(b"model")
+    (tmp_path / "nomodel").mkdir()
+    (tmp_path / "nomodel" / "My exercise 9.ipynb").write_text(notebook)
+    found, problems, notes = find_submissions(tmp_path, "ex09_mnist", ["ex09_mnist.ipynb"], ["mnist_model.keras"])
+    assert problems == []
+    for student in layouts:
+        assert sorted(found[student]) == ["ex09_mnist.ipynb", "mnist_model.keras"], found[student]
+        assert found[student]["mnist_model.keras"].read_bytes() == b"model"
+        assert student not in notes
+    assert sorted(found["nomodel"]) == ["ex09_mnist.ipynb"]
+    assert "mnist_model.keras not handed in: the tests that load it score 0" in notes["nomodel"]

@@ -8,6 +8,7 @@ scheduler's address). Every grade of every cell must be the same.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nbformat
@@ -105,3 +106,95 @@ def test_a_failed_worker_loses_nothing_and_is_said(collected, tmp_path, monkeypa
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert "already graded" not in rerun.stdout and "NOT GRADED" not in rerun.stdout
     assert cell_grades(course) == cell_grades(again)
+
+
+def test_a_kernel_that_cannot_start_keeps_the_grade_before(collected, tmp_path, monkeypatch, capsys):
+    """When a notebook's kernel cannot start or be reached (the grader's failure: a broken machine, a
+    temporary folder too long for its sockets), is the submission NOT GRADED, with why, rather than
+    scored 0, the grade recorded before kept, and the student graded by the next run?"""
+    import shutil
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from autograder import cli as autograder_cli
+    from autograder import grading
+
+    template, folder = collected
+    course = tmp_path / "course"
+    shutil.copytree(template, course)
+    monkeypatch.setenv("DCV_COURSE_DIR", str(course))  # main() sets it: put back when the test ends
+    run = ["autograde", EX02, str(folder), "--course-dir", str(course), "--workers", "1"]
+    assert autograder_cli.main(run) == 0
+    before = cell_grades(course)
+
+    def unreachable(self, nb, resources=None, km=None):
+        raise RuntimeError("Kernel didn't respond in 60 seconds")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(grading.SandboxedExecute, "preprocess", unreachable)
+        capsys.readouterr()
+        assert autograder_cli.main([*run, "--force"]) == 1
+    out, err = capsys.readouterr()
+    assert out.count("NOT GRADED") == 3, out
+    assert "could not be run (RuntimeError: Kernel didn't respond in 60 seconds)" in out
+    assert "could not be graded, through no fault of theirs: ann, ben, cas" in err
+    assert cell_grades(course) == before
+    assert autograder_cli.main(run) == 0  # graded again: it was not recorded as graded
+    out, _ = capsys.readouterr()
+    assert "already graded" not in out and out.count("NOT GRADED") == 0
+    assert cell_grades(course) == before
+
+
+def test_a_long_temporary_folder_is_not_used_for_the_kernels_sockets(collected, tmp_path):
+    """A kernel's sockets are files under the temporary folder, whose paths hold 107 bytes at most: with
+    $TMPDIR 60 characters long, does the command say so, use /tmp, and grade as always?"""
+    import shutil
+    import tempfile
+
+    template, folder = collected
+    course = tmp_path / "course"
+    shutil.copytree(template, course)
+    long = Path(tempfile.mkdtemp(prefix="dcv-test-long-")) / ("x" * 40)
+    long.mkdir()
+    try:
+        result = cli("autograde", EX02, str(folder), course=course, env={"TMPDIR": str(long)})
+    finally:
+        shutil.rmtree(long.parent)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"autograder: {long} is too long a path for the kernels' sockets: using /tmp" in result.stderr
+    assert {s: sum(g or 0 for (who, _), (g, _) in cell_grades(course).items() if who == s)
+            for s in ("ann", "ben", "cas")} == {"ann": 15.0, "ben": 12.0, "cas": 0.0}
+
+
+# Runs `python -m autograder` in this process's child, and prints that process's peak memory at exit.
+PEAK = """
+import atexit, resource, runpy, sys
+atexit.register(lambda: print(f"peak MB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}"))
+sys.argv = ["autograder", *sys.argv[1:]]
+runpy.run_module("autograder", run_name="__main__")
+"""
+
+
+def test_a_class_of_large_models_is_never_all_in_memory(tmp_path):
+    """Exercise 9's students hand in a model file: with 4 of 60 MB (240 MB; a class of exercise 10 is
+    14 MB a student), does the command read each when it grades it, its peak memory far below the class's?"""
+    import subprocess
+    import sys
+
+    from test_grading import REPO
+
+    course = tmp_path / "course"
+    assert cli("release", "ex09_mnist", "--no-check", course=course).returncode == 0
+    for i in range(4):
+        folder = tmp_path / "class" / f"big{i}" / "ex09_mnist"
+        folder.mkdir(parents=True)
+        nbformat.write(nbformat.read(course / "release" / "ex09_mnist" / "ex09_mnist.ipynb", as_version=4),
+                       folder / "ex09_mnist.ipynb")
+        (folder / "mnist_model.keras").write_bytes(bytes([i]) * 60_000_000)
+    done = subprocess.run([sys.executable, "-c", PEAK, "autograde", "ex09_mnist", str(tmp_path / "class"),
+                           "--course-dir", str(course), "--workers", "2"], cwd=REPO, capture_output=True, text=True,
+                          env={k: v for k, v in os.environ.items() if k != "DCV_COURSE_DIR"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (course / "submitted" / "big3" / "ex09_mnist" / "mnist_model.keras").stat().st_size == 60_000_000
+    peak = int(done.stdout.split("peak MB ")[-1])
+    assert peak < 260, f"the command held {peak} MB: the class's files were read all at once"  # 164 MB; before: 508
