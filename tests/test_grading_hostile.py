@@ -345,9 +345,12 @@ def stopped_at_first_result(course: Path, folder: Path, signum: int, workers: in
     """Start `autograde` (its temporary folders in `scratch`), send `signum` to its process group once the
     first result is printed, as Ctrl-C in a terminal does; return the process once it exited, and its stderr."""
     env = {k: v for k, v in os.environ.items() if k != "DCV_COURSE_DIR"} | {"TMPDIR": scratch}
+    # As in a terminal: SIGINT not ignored (a shell's background job, such as a CI run, ignores it, and
+    # Python then keeps ignoring it).
     proc = subprocess.Popen([sys.executable, "-m", "autograder", "autograde", EX02, str(folder), "--course-dir",
                              str(course), "--workers", str(workers)], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in proc.stdout:
         if line.startswith("[1/"):
             os.killpg(proc.pid, signum)
