@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .submissions import files, find_submissions, notebook_problem, same  # noqa: F401 (used by tests)
+from .submissions import files, find_submissions, links, notebook_problem, same  # noqa: F401 (used by tests)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -356,8 +356,9 @@ def collect_into(course: Path, name: str, source: Path, pattern: str | None, for
             extensions = sorted({".ipynb", *(Path(f).suffix for f in handed_in(name))})
             sorted_folder = Path(tmp) / "sorted"
             sorted_folder.mkdir()
-            problems += collect.by_pattern([p for p in folder.rglob("*") if p.is_file()], pattern,
-                                           sorted_folder, name, extensions)[0]
+            problems += [f"{link}: a symbolic link: not followed, not collected" for link in links(folder)]
+            problems += collect.by_pattern([p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()],
+                                           pattern, sorted_folder, name, extensions)[0]
             folder = sorted_folder
         found, more, notes = find_submissions(folder, name, expected, handed_in(name))
         problems += more
@@ -403,8 +404,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
-# A kernel's sockets are files in its submission's folder, <this command's>/dcv-grade-12345678/runtime/
-# kernel-ipc-N, and a socket's path holds at most 107 bytes: the temporary folder must be short.
+# A kernel's sockets are files in its submission's folder, <this command's>/dcv-grade-12345678/run<notebook>/
+# kernel-ipc-N, and a socket's path holds at most 107 bytes: the temporary folder must be short ("runtime":
+# room for run0 to run999).
 SOCKET_PATH_MAX, UNDER_TEMP = 107, len("/dcv-autograde-12345678/dcv-grade-12345678/runtime/kernel-ipc-99")
 
 
@@ -465,11 +467,17 @@ def autograde(args: argparse.Namespace) -> int:
         found, problems, notes = collect_into(course, name, Path(args.submissions), args.pattern, args.force)
     else:  # grade what `collect` put into submitted/
         require_released(course, name)
-        found = {p.parent.name: files(p) for p in sorted((course / "submitted").glob(f"*/{name}")) if p.is_dir()}
+        folders = sorted(p for p in (course / "submitted").glob(f"*/{name}") if p.is_dir())
+        linked = {p: [str(q) for q in (p.parent, p) if q.is_symlink()] or links(p) for p in folders}
+        found = {p.parent.name: files(p) for p in folders if not linked[p]}
+        problems = [f"{p.parent.name}: {', '.join(linked[p])}: symbolic link(s) in submitted/, not followed: "
+                    "skipped" for p in folders if linked[p]]
         if not found:
+            for p in problems:
+                print(f"autograder: {p}", file=sys.stderr)
             raise Failure(f"nothing collected for {name} in {course / 'submitted'}: run `collect` first, "
                           "or name the submissions folder")
-        problems, notes = [], {}
+        notes = {}
         for student in found:
             saved = course / "collect" / name / f"{student}.json"
             notes[student] = json.loads(saved.read_text()) if saved.is_file() else []

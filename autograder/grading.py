@@ -443,10 +443,10 @@ def grade(job: Job, slot: int | None = None) -> Result:
     try:
         tmp = tempfile.mkdtemp(prefix="dcv-grade-")
         os.chmod(tmp, 0o755)
-        work, runtime = os.path.join(tmp, "work"), os.path.join(tmp, "runtime")
-        for folder in (work, runtime):
-            os.mkdir(folder, 0o755)
-        for rel, data in {**job.contents(), **job.overwrite}.items():
+        work = os.path.join(tmp, "work")
+        os.mkdir(work, 0o755)
+        contents = {**job.contents(), **job.overwrite}
+        for rel, data in contents.items():
             dest = os.path.join(work, rel)
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             with open(dest, "wb") as fh:
@@ -456,8 +456,16 @@ def grade(job: Job, slot: int | None = None) -> Result:
                 for name in [*dirnames, *filenames]:
                     os.lchown(os.path.join(dirpath, name), uid, uid)
         url = build_gradebook(os.path.join(tmp, "gradebook.db"), job)
-        ran = sum(grade_notebook(job, nb["name"], work, runtime, url, uid, sandbox, result)
-                  for nb in job.definition["notebooks"])
+        ran = 0
+        for i, nb in enumerate(job.definition["notebooks"]):
+            # Each notebook is taken as handed in (not from work/, which an earlier kernel could change, e.g.
+            # into a link to a solution), its kernel's sockets and connection file in a new folder.
+            runtime = os.path.join(tmp, f"run{i}")
+            os.mkdir(runtime, 0o755)
+            if sandbox.enabled:
+                os.lchown(runtime, uid, uid)
+            ran += grade_notebook(job, nb["name"], contents.get(f"{nb['name']}.ipynb"), work, runtime, url, uid,
+                                  sandbox, result)
         read_grades(url, job, result)
         result.failed = ran == 0
     except GradingError as exc:  # no grade: the one recorded before (if any) stays, the next run grades it
@@ -473,12 +481,10 @@ def grade(job: Job, slot: int | None = None) -> Result:
     return result
 
 
-def grade_notebook(job: Job, name: str, work: str, runtime: str, url: str, uid: int,
+def grade_notebook(job: Job, name: str, data: bytes | None, work: str, runtime: str, url: str, uid: int,
                    sandbox: Sandbox, result: Result) -> bool:
-    """Sanitize, execute and score one notebook; False when it could not be run at all."""
+    """Sanitize, execute and score one notebook (`data`: as handed in); False when it could not be run at all."""
     from nbgrader.api import Gradebook
-
-    path = os.path.join(work, f"{name}.ipynb")
 
     def zero(why: str) -> bool:
         result.reasons.append(f"{name}.ipynb: {why}: scored 0")
@@ -488,10 +494,9 @@ def grade_notebook(job: Job, name: str, work: str, runtime: str, url: str, uid: 
             gb.db.commit()
         return False
 
-    if not os.path.isfile(path):
+    if data is None:
         return zero("missing")
-    with open(path, "rb") as fh:
-        nb, problem, duplicates = read_notebook(fh.read())
+    nb, problem, duplicates = read_notebook(data)
     if nb is None:
         return zero(problem)
     if duplicates:

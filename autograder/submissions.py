@@ -41,16 +41,32 @@ def notebook_problem(path: Path) -> str | None:
 
 
 def files(folder: Path) -> dict[str, Path]:
-    """Relative path -> path of every file under folder, leaving out COPY_IGNORE."""
+    """Relative path -> path of every file under folder, leaving out COPY_IGNORE and symbolic links."""
     ignore = shutil.ignore_patterns(*COPY_IGNORE)
     out = {}
     for dirpath, dirnames, filenames in os.walk(folder):
         skipped = ignore(dirpath, dirnames + filenames)
         dirnames[:] = sorted(d for d in dirnames if d not in skipped)
         for f in filenames:
-            if f not in skipped and os.path.isfile(os.path.join(dirpath, f)):
-                out[os.path.relpath(os.path.join(dirpath, f), folder)] = Path(dirpath, f)
+            path = os.path.join(dirpath, f)
+            if f not in skipped and os.path.isfile(path) and not os.path.islink(path):
+                out[os.path.relpath(path, folder)] = Path(path)
     return out
+
+
+def links(folder: Path) -> list[str]:
+    """The symbolic links under folder (relative paths), which collecting never follows: a student's
+    link could name any file the instructor can read (a solution, another student's work, the gradebook)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):  # os.walk does not enter linked folders
+        found += [os.path.relpath(os.path.join(dirpath, f), folder) for f in dirnames + filenames
+                  if os.path.islink(os.path.join(dirpath, f))]
+    return sorted(found)
+
+
+def regular(path: Path) -> bool:
+    """Whether path is a file reached through no symbolic link below its student's folder."""
+    return path.is_file() and not path.is_symlink() and not path.parent.is_symlink()
 
 
 def same(a: dict[str, Path], b: dict[str, Path]) -> bool:
@@ -76,18 +92,23 @@ def find_submissions(folder: Path, name: str, expected: list[str], handed_in: li
     says so.
     """
     found, problems, notes = {}, [], {}
-    for student_dir in sorted(p for p in folder.iterdir() if p.is_dir() and p.name[0] not in "._"):
+    for path in sorted(p for p in folder.iterdir() if p.is_symlink() and p.name[0] not in "._"):
+        problems.append(f"{path.name}: a symbolic link: not followed, skipped")
+    for student_dir in sorted(p for p in folder.iterdir()
+                              if p.is_dir() and not p.is_symlink() and p.name[0] not in "._"):
         student = student_dir.name
+        if linked := links(student_dir):
+            problems.append(f"{student}: {', '.join(linked)}: symbolic link(s), not followed: left out")
+            notes.setdefault(student, []).append(f"left out, symbolic link(s): {', '.join(linked)}")
         nested, flat = student_dir / name, student_dir / f"{name}.ipynb"
-        loose = sorted(p for p in student_dir.glob("*.ipynb") if p.is_file())
-        if nested.is_dir() and list(nested.glob("*.ipynb")):
+        loose = sorted(p for p in student_dir.glob("*.ipynb") if regular(p))
+        beside = {rel: student_dir / rel for rel in handed_in if regular(student_dir / rel)}
+        if nested.is_dir() and not nested.is_symlink() and any(regular(p) for p in nested.glob("*.ipynb")):
             content = files(nested)
-        elif flat.is_file() and len(expected) == 1:
-            content = {expected[0]: flat, **{rel: student_dir / rel for rel in handed_in
-                                            if (student_dir / rel).is_file()}}
+        elif regular(flat) and len(expected) == 1:
+            content = {expected[0]: flat, **beside}
         elif len(loose) == 1 and len(expected) == 1 and not other_exercise(loose[0].name, name):
-            content = {expected[0]: loose[0], **{rel: student_dir / rel for rel in handed_in
-                                                if (student_dir / rel).is_file()}}
+            content = {expected[0]: loose[0], **beside}
         else:
             seen = ", ".join(p.name for p in loose)
             problems.append(f"{student}: no {name}.ipynb or {name}/*.ipynb"

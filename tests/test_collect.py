@@ -102,3 +102,56 @@ def test_a_handed_in_model_is_taken_from_beside_a_lone_notebook(tmp_path):
         assert student not in notes
     assert sorted(found["nomodel"]) == ["ex09_mnist.ipynb"]
     assert "mnist_model.keras not handed in: the tests that load it score 0" in notes["nomodel"]
+
+
+def test_symbolic_links_are_never_followed(tmp_path):
+    """A student's folder (a cloned repository keeps links) may hold links to any file the instructor can
+    read: the solution with its hidden tests, another student's work. Is each link reported and left
+    out, by `collect` and by `autograde` reading submitted/, while the student's own files are taken?"""
+    course = tmp_path / "course"
+    assert cli("release", EX02, "--no-check", course=course).returncode == 0
+    secret = tmp_path / "secret" / EX02
+    secret.mkdir(parents=True)
+    (secret / f"{EX02}.ipynb").write_text(nbformat.writes(source_nb(EX02)))  # the source: hidden tests
+    notebook = nbformat.writes(nbformat.read(course / "release" / EX02 / f"{EX02}.ipynb", as_version=4))
+    folder = tmp_path / "class"
+    (folder / "eve" / EX02).mkdir(parents=True)
+    (folder / "eve" / EX02 / f"{EX02}.ipynb").write_text(notebook)
+    (folder / "eve" / EX02 / "notes.txt").symlink_to(secret / f"{EX02}.ipynb")  # read by her code
+    (folder / "eve" / EX02 / "data").symlink_to(secret, target_is_directory=True)
+    (folder / "mal").mkdir()
+    (folder / "mal" / EX02).symlink_to(secret, target_is_directory=True)  # the solution as her work
+    (folder / "ned").mkdir()
+    (folder / "ned" / f"{EX02}.ipynb").symlink_to(secret / f"{EX02}.ipynb")
+    (folder / "zoe").symlink_to(secret.parent, target_is_directory=True)
+    result = cli("collect", EX02, str(folder), course=course)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    err = result.stderr
+    assert f"eve: {EX02}/data, {EX02}/notes.txt: symbolic link(s), not followed: left out" in err
+    assert f"mal: {EX02}: symbolic link(s), not followed: left out" in err
+    assert f"ned: {EX02}.ipynb: symbolic link(s), not followed: left out" in err
+    assert "zoe: a symbolic link: not followed, skipped" in err
+    assert sorted(p.name for p in (course / "submitted").iterdir()) == ["eve"]
+    assert sorted(p.name for p in (course / "submitted" / "eve" / EX02).iterdir()) == [f"{EX02}.ipynb"]
+    assert "left out, symbolic link(s)" in result.stdout
+
+    # a link put into submitted/ by other means: autograde skips that student, says so, runs nothing
+    for student in ("eve",):
+        target = course / "submitted" / student / EX02 / f"{EX02}.ipynb"
+        target.unlink()
+        target.symlink_to(secret / f"{EX02}.ipynb")
+    result = cli("autograde", EX02, course=course)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"eve: {EX02}.ipynb: symbolic link(s) in submitted/, not followed: skipped" in result.stderr
+    assert "nothing collected for" in result.stderr.strip().splitlines()[-1]
+
+    # an LMS download unpacked by hand: a link among its files is reported, not collected
+    lms = tmp_path / "lms"
+    lms.mkdir()
+    (lms / f"amy_20261130T100000_{EX02}.ipynb").write_text(notebook)
+    (lms / f"bob_20261130T100000_{EX02}.ipynb").symlink_to(secret / f"{EX02}.ipynb")
+    result = cli("collect", EX02, str(lms), "--pattern", PATTERN, course=course)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert f"bob_20261130T100000_{EX02}.ipynb: a symbolic link: not followed, not collected" in result.stderr
+    assert (course / "submitted" / "amy" / EX02 / f"{EX02}.ipynb").is_file()
+    assert not (course / "submitted" / "bob").exists()

@@ -407,3 +407,48 @@ def test_ctrl_c_with_workers_stops_at_once_and_keeps_what_was_graded(course, tmp
     assert again.returncode == 0, again.stdout + again.stderr
     assert all(f"already graded: {s}" in again.stdout for s in kept)
     assert {s: scores(course, EX02)[s] for s in students} == {s: 15.0 for s in students}
+
+
+SWAP = """\
+import copy, json, sys
+sys.path.insert(0, {repo!r})
+from nbgrader.api import Gradebook
+from autograder import cli, grading, record
+
+course, folder = {course!r}, {folder!r}
+with Gradebook(f"sqlite:///{{course}}/gradebook.db") as gb:
+    definition = record.definition(gb, {name!r})
+second = copy.deepcopy(definition["notebooks"][0])
+second["name"] = "second"
+definition["notebooks"].append(second)  # an assignment of two notebooks
+_, overwrite = cli.assignment_files({name!r})
+job = grading.Job({name!r}, "eve", definition, folder, overwrite, cli.load_config(), cli.warm_imports({name!r}))
+result = grading.grade(job)
+print(json.dumps({{"grades": result.grades, "notebooks": result.notebooks, "reasons": result.reasons}}))
+"""
+
+
+def test_a_kernel_cannot_swap_the_next_notebook_for_a_link(course, tmp_path, scratch):
+    """In an assignment of two notebooks, the first one's kernel can write in the submission's folder: does
+    the grader still grade the second notebook as handed in, not a link the kernel made to a solution?"""
+    secret = Path(scratch) / "solution.ipynb"
+    nbformat.write(source_nb(EX02), secret)
+    release = nbformat.read(course / "release" / EX02 / f"{EX02}.ipynb", as_version=4)
+    folder = tmp_path / "eve"
+    folder.mkdir()
+    nbformat.write(insert_after(solve(release, source_nb(EX02)), "solution_training_bytes", (
+        "import os\n"
+        "os.remove('second.ipynb')\n"
+        f"os.symlink({str(secret)!r}, 'second.ipynb')\n"
+        "print('swapped')")), folder / f"{EX02}.ipynb")
+    nbformat.write(release, folder / "second.ipynb")  # handed in untouched
+    env = {**os.environ, "DCV_COURSE_DIR": str(course)}
+    done = subprocess.run([sys.executable, "-c", SWAP.format(repo=str(REPO), course=str(course), folder=str(folder),
+                                                             name=EX02)],
+                          cwd=scratch, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    points = {nb: sum(g["auto_score"] or 0 for g in grades.values()) for nb, grades in result["grades"].items()}
+    assert "swapped" in result["notebooks"][EX02], result["reasons"]  # the link was made
+    assert points == {EX02: 15, "second": 0}, (points, result["reasons"])
+    assert "YOUR CODE HERE" in result["notebooks"]["second"]  # the untouched notebook, not the solution
