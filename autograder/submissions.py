@@ -24,6 +24,8 @@ def notebook_problem_text(data: bytes) -> str | None:
         return "not UTF-8 text"
     except json.JSONDecodeError as exc:
         return f"not valid notebook JSON ({exc.msg} at line {exc.lineno})"
+    except RecursionError:
+        return "not a readable notebook (its JSON is nested too deeply)"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. duplicate cell ids, which nbformat renumbers

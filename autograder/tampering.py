@@ -24,6 +24,10 @@ Processes the notebook starts (`os.system`, `subprocess`) are not listed: the ke
 id that has just changed, so it is not "dumpable" and no process of that user can trace it or write
 its memory.
 
+A cell the grader cannot read is flagged the same way: one nested too deeply for Python's parser, or
+one past the first 256 KB of a notebook's student code (`READ_LIMIT`: reading takes about 10 s per MB,
+in the grader's time, which no sandbox limit bounds).
+
 `findings(cells, locked)` returns one line per finding; grading records them as reasons and marks the
 notebook's automatic grades for manual review (nbgrader's `needs_manual_grade`): the points stay as
 the tests gave them until an instructor looks. A finding is a reason to look, not proof of cheating;
@@ -254,8 +258,14 @@ def reads(tree: ast.Module) -> tuple[set[str], set[str]]:
     return early, later
 
 
+# Student code read per notebook, in characters. Reading takes about 10 s per MB (the grader's time, outside
+# the sandbox's limits); a student's cells rarely hold 20 KB. Cells past it are not read, and flagged.
+READ_LIMIT = 256 * 1024
+
+
 def _parse(source: str) -> ast.Module | None:
-    """The cell's syntax tree, or None when it is not Python (then it cannot run either)."""
+    """The cell's syntax tree, or None when it is not Python (then it cannot run either); a RecursionError
+    when it is nested too deeply for Python's parser to build one."""
     try:
         return ast.parse(_transform(source))
     except (SyntaxError, ValueError):
@@ -318,7 +328,20 @@ def findings(cells: Iterable[tuple[str, bool, str]]) -> list[str]:
     `cells`: (name, locked, source) of each code cell in order; locked cells are the assignment's
     (restored from the release), the others the student's.
     """
-    parsed = [(name, locked, _parse(source)) for name, locked, source in cells]
+    parsed, unread, budget = [], [], READ_LIMIT
+    for name, locked, source in cells:
+        if not locked:
+            if len(source) > budget:
+                unread.append(f"cell {name} was not read: {len(source) // 1024:,} KB of code, past the "
+                              f"{READ_LIMIT // 1024} KB of a notebook's code that the grader reads")
+                continue
+            budget -= len(source)
+        try:
+            parsed.append((name, locked, _parse(source)))
+        except (RecursionError, MemoryError):
+            if locked:
+                raise
+            unread.append(f"cell {name} was not read: its code is nested too deeply for Python's parser")
     trees = [(locked, tree) for _, locked, tree in parsed if tree is not None]
     bindings = [(locked, top_level_names(tree)) for locked, tree in trees]
     aliases = {name: module for _, tree in trees for name, module in imported(tree).items()}
@@ -338,4 +361,4 @@ def findings(cells: Iterable[tuple[str, bool, str]]) -> list[str]:
         later = called | {n for locked_after, (early, _) in read[position:] if locked_after for n in early}
         needed = defined & later
         found += [f"cell {name} {text}" for text in cell_findings(tree, needed, roots, aliases)]
-    return found
+    return found + unread

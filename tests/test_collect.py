@@ -155,3 +155,13 @@ def test_symbolic_links_are_never_followed(tmp_path):
     assert f"bob_20261130T100000_{EX02}.ipynb: a symbolic link: not followed, not collected" in result.stderr
     assert (course / "submitted" / "amy" / EX02 / f"{EX02}.ipynb").is_file()
     assert not (course / "submitted" / "bob").exists()
+
+
+def test_a_notebook_nested_too_deeply_is_reported_not_a_traceback(tmp_path):
+    """JSON nested 100,000 deep makes Python's parser give up (RecursionError): is it one reported line?"""
+    (tmp_path / "deep").mkdir()
+    (tmp_path / "deep" / f"{EX02}.ipynb").write_text("[" * 100_000 + "]" * 100_000)
+    result = cli("collect", EX02, str(tmp_path), course=tmp_path / "course")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert (f"deep: {EX02}.ipynb: not a readable notebook (its JSON is nested too deeply): skipped, scored 0"
+            in result.stderr)

@@ -120,3 +120,21 @@ def test_reads_and_bindings():
     early, later = reads(tree)
     assert early == {"y", "range", "v"} and later == {"w"}
     assert imported(tree) == {"np": "numpy", "g": "dcv.grader"}
+
+
+def test_code_too_large_or_too_deep_to_read_is_flagged_not_read():
+    """Reading takes the grader about 10 s per MB, outside the sandbox's limits, and Python's parser gives
+    up on deep nesting: is such a cell flagged for review in a second, while the notebook's other cells are
+    still read?"""
+    import time
+
+    big = "x = [" + ",".join(["[1]"] * 1_000_000) + "]"  # 4 MB: 40 s to read
+    deep = "x = " + "+".join(["1"] * 100_000)            # RecursionError in ast.parse
+    start = time.monotonic()
+    found = findings([("setup", True, "exactly = lambda a, b: a == b"), ("#2", False, big), ("#3", False, deep),
+                      ("#4", False, "exactly = 1"), ("test", True, "assert exactly(1, 1)")])
+    assert time.monotonic() - start < 10
+    assert found == ["cell #4 rebinds `exactly`, which the assignment's code defines and reads later",
+                     "cell #2 was not read: 3,906 KB of code, past the 256 KB of a notebook's code that the "
+                     "grader reads",
+                     "cell #3 was not read: its code is nested too deeply for Python's parser"]
