@@ -11,6 +11,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -43,8 +44,34 @@ def stop(signum: int, frame: object) -> None:
     raise Stopped(signal.Signals(signum).name)
 
 
+class PlainText:
+    """A text stream that writes control characters as "?": a student's file name or message printed to the
+    instructor's terminal carries no escape sequence (\\t, \\n and \\r, which the progress bar uses, pass)."""
+
+    CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(self.CONTROL.sub("?", text))
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; return the exit status."""
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = PlainText(sys.stdout), PlainText(sys.stderr)
+    try:
+        return run_command(argv)
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+def run_command(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the command; return the exit status."""
     args = parser().parse_args(argv)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, stop)

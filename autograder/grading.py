@@ -44,6 +44,7 @@ from nbgrader.preprocessors import DeduplicateIds as NbgraderDeduplicateIds
 from nbgrader.preprocessors import SaveAutoGrades as NbgraderSaveAutoGrades
 from traitlets.config import Config
 
+from .inert import make_inert
 from .sandbox import MB, Sandbox, SandboxedKernelManager, Watchdog
 
 NOT_RUN = "NotRun"  # ename of the error output given to a cell that never ran (it scores 0)
@@ -550,5 +551,6 @@ def grade_notebook(job: Job, name: str, data: bytes | None, work: str, runtime: 
     if lost:  # the plain reason for points lost: these tests failed (their messages are in feedback)
         shown = ", ".join(lost[:6]) + (f" and {len(lost) - 6} more" if len(lost) > 6 else "")
         result.reasons.append(f"{name}.ipynb: points lost in {len(lost)} cell(s): {shown}")
+    result.reasons += [f"{name}.ipynb: {change}" for change in make_inert(nb)]  # before any browser shows it
     result.notebooks[name] = nbformat.writes(nb)
     return True

@@ -370,7 +370,7 @@ def labs(book, tmp_path_factory):
     try:
         for proc, url, token, log in servers.values():
             wait_for_lab(proc, url, token, log)
-        yield {who: (url, token) for who, (_, url, token, _) in servers.items()}
+        yield {**{who: (url, token) for who, (_, url, token, _) in servers.items()}, "course": course}
     finally:
         for proc, *_ in servers.values():
             proc.terminate()
@@ -445,3 +445,43 @@ def test_formgrader_loads_for_the_instructor(labs, browser, shots):
     errors = [e for e in visit.errors]
     visit.close()
     assert not errors, errors
+
+
+def test_a_students_script_never_runs_in_formgrader(labs, browser, shots, tmp_path):
+    """A student's markdown answer and outputs that hold scripts, graded, then opened by the instructor in
+    formgrader: does none of them run (they would run with the instructor's session, whose API writes files
+    and runs code), and does the grader see the answer as written?"""
+    import sqlite3
+
+    from test_grading import cli
+
+    url, token = labs["teacher"]
+    course = labs["course"]
+    released = nbformat.read(course / "release" / EX02 / f"{EX02}.ipynb", as_version=4)
+    nb = solve(released, source_nb(EX02))
+    answer = next(c for c in nb.cells if c.cell_type == "markdown" and c.metadata.get("nbgrader", {}).get("solution"))
+    answer.source = "My answer. <img src=x onerror=\"window.ran = (window.ran || []).concat('markdown')\">"
+    nb.cells.insert(3, nbformat.v4.new_code_cell(
+        "from IPython.display import HTML, Javascript, display\n"
+        "display(HTML('<img src=x onerror=\"window.ran = (window.ran || []).concat(\\'html\\')\">'))\n"
+        "display(Javascript('window.ran = (window.ran || []).concat(\"javascript\")'))"))
+    (tmp_path / "mallory").mkdir()
+    nbformat.write(nb, tmp_path / "mallory" / f"{EX02}.ipynb")
+    graded = cli("autograde", EX02, str(tmp_path), course=course)
+    assert graded.returncode == 0, graded.stdout + graded.stderr
+    assert "its text is shown as written (attribute onerror)" in graded.stdout
+    with sqlite3.connect(course / "gradebook.db") as db:
+        (notebook_id,), = db.execute(
+            "SELECT n.id FROM submitted_notebook n JOIN submitted_assignment a ON n.assignment_id = a.id "
+            "WHERE a.student_id = 'mallory'").fetchall()
+    visit = Visit(browser, f"{url}/formgrader?token={token}")
+    visit.page.goto(f"{url}/formgrader/submissions/{notebook_id}/?index=0", wait_until="load")
+    shown = visit.page.get_by_text("Shown as written by the grader").first
+    shown.wait_for()
+    shown.scroll_into_view_if_needed()
+    visit.page.wait_for_timeout(1000)  # time for an image's onerror to fire
+    visit.page.screenshot(path=str(shots / "formgrader_hostile_answer.png"))
+    ran = visit.page.evaluate("() => window.ran || []")
+    assert "<img src=x onerror=" in visit.page.content().replace("&lt;", "<")  # the answer, as written
+    visit.close()
+    assert ran == [], f"the student's code ran in formgrader: {ran}"

@@ -165,3 +165,15 @@ def test_a_notebook_nested_too_deeply_is_reported_not_a_traceback(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert (f"deep: {EX02}.ipynb: not a readable notebook (its JSON is nested too deeply): skipped, scored 0"
             in result.stderr)
+
+
+def test_a_file_name_never_writes_escape_sequences_to_the_terminal(tmp_path):
+    """A file name in an LMS download is the student's choice: printed as it is, "\\x1b]0;...\\x07" would
+    retitle the instructor's terminal (and worse sequences exist). Is every control character shown as "?"?"""
+    archive = tmp_path / "download.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("\x1b]0;owned\x07\x1b[2Jeve_notes.ipynb", "{}")
+    result = cli("collect", EX02, str(archive), "--pattern", PATTERN, course=tmp_path / "course")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "?]0;owned??[2Jeve_notes.ipynb: does not match --pattern" in result.stderr
+    assert not any(c in result.stdout + result.stderr for c in "\x1b\x07")
