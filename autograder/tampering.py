@@ -7,14 +7,21 @@ sandbox cannot stop that: it is all one process. The grader therefore reads each
 student wrote (every cell but the assignment's locked ones, which it has just restored), with `ast`
 and outside the kernel, and lists what such code would need:
 
-- rebinding a name that an earlier locked cell defined (`exactly`, `np`, `MODEL_PATH`...), at top level
-  or through `global`, or deleting it;
+- rebinding a name that an earlier locked cell defined (`exactly`, `np`, `MODEL_PATH`...), or a built-in
+  that a later one reads (`type`, `len`, `all`: `exactly` reads them), at top level, through `global`
+  or a star import, or deleting it;
 - assigning or deleting an attribute of an imported module or class, or of a name a locked cell
-  defined (`np.allclose = ...`, `keras.Model.predict = ...`, `exactly.__code__ = ...`);
+  defined (`np.allclose = ...`, `keras.Model.predict = ...`, `exactly.__code__ = ...`), also under
+  another name (`m = math; m.ceil = ...`, `[math][0].ceil = ...`), and using a module as a value
+  (`f(math)`: a function could change it as its parameter);
+- reading the code of the running test, which holds the values it expects: IPython's record of the
+  cells (`In[-1]`, `_ih`), `__main__`, `traceback`, `linecache`, frames and code objects (`f_code`,
+  `co_consts`, `__traceback__`), and `stacklevel=` or `stack_info=` (a warning's or a log's caller);
 - the ways around reading code: `exec`, `eval`, `compile`, `__import__`, `setattr`, `delattr`,
-  `globals`, `locals`, `vars`, `get_ipython`, IPython magics and shell escapes, attributes such as
-  `__dict__`, `__globals__`, `__code__`, `__builtins__`, `__class__`, `__subclasses__`, and `sys`'s
-  hooks and tables (`sys.settrace`, `sys.modules`, `sys._getframe`...);
+  `getattr` or `operator.attrgetter` with a computed or reaching name, `globals`, `locals`, `vars`,
+  `get_ipython`, IPython magics and shell escapes, attributes such as `__dict__`, `__globals__`,
+  `__code__`, `__builtins__`, `__class__`, `__subclasses__`, a module reached as another's attribute
+  (`os.sys`), and `sys`'s hooks and tables (`sys.settrace`, `sys.modules`, `sys._getframe`...);
 - making a read-only array writable (`x.flags.writeable = True`, `x.setflags(write=True)`): the data the
   tests read (e.g. `dcv.data.mnist_scaled()`, shared by every call in the kernel) are read-only;
 - importing the interpreter's or the kernel's machinery (`builtins`, `gc`, `inspect`, `ctypes`,
@@ -31,28 +38,49 @@ in the grader's time, which no sandbox limit bounds).
 `findings(cells, locked)` returns one line per finding; grading records them as reasons and marks the
 notebook's automatic grades for manual review (nbgrader's `needs_manual_grade`): the points stay as
 the tests gave them until an instructor looks. A finding is a reason to look, not proof of cheating;
-the course's own solutions give none (tests/test_tampering.py).
+the course's own solutions give none (tests/test_tampering.py). Reading finds what it looks for: code
+that reaches the tests by a way not listed passes unflagged.
 """
 
 from __future__ import annotations
 
 import ast
+import builtins
 from collections.abc import Iterable
 
 # Callables that run or reach code by name, around what `ast` can read.
 REACHING_CALLS = frozenset({"exec", "eval", "compile", "__import__", "setattr", "delattr", "globals", "locals",
                             "vars", "get_ipython", "breakpoint", "__builtins__"})
+# Callables that read an attribute named by a string, which `ast` sees only when it is written out.
+BY_NAME = frozenset({"getattr", "attrgetter", "methodcaller"})
 # Attributes that open a function, module or class from inside (their code, globals, namespace, types).
 REACHING_ATTRIBUTES = frozenset({"__dict__", "__globals__", "__code__", "__builtins__", "__class__",
                                  "__subclasses__", "__closure__", "__func__", "__self__", "__defaults__",
                                  "__kwdefaults__", "__wrapped__", "__getattribute__", "__setattr__",
                                  "__delattr__", "__import__", "__loader__", "__spec__", "__mro__", "__bases__",
-                                 "__base__", "f_globals", "f_locals", "f_back", "gi_frame", "tb_frame"})
+                                 "__base__", "f_globals", "f_locals", "f_back", "gi_frame", "tb_frame",
+                                 "f_code", "f_lineno", "f_lasti", "f_trace", "cr_frame", "ag_frame", "gi_code",
+                                 "cr_code", "ag_code", "__traceback__", "tb_next", "co_consts", "co_names", "co_code",
+                                 "co_filename", "co_positions", "co_lines", "findCaller", "__array_interface__",
+                                 "__array_struct__"})
 # Modules (and their submodules) that reach into the interpreter, the kernel, or code not written out.
 REACHING_MODULES = frozenset({"builtins", "gc", "inspect", "ctypes", "cffi", "importlib", "IPython", "ipykernel",
                               "jupyter_client", "traitlets", "zmq", "types", "unittest", "code", "codeop", "dis",
                               "marshal", "pickle", "dill", "cloudpickle", "copyreg", "runpy", "pdb", "bdb",
-                              "nbgrader", "nbformat"})
+                              "nbgrader", "nbformat", "__main__", "traceback", "linecache",
+                              "tracemalloc", "trace", "cProfile", "profile", "cgitb", "pkgutil", "imp", "zipimport",
+                              "stack_data", "executing", "pure_eval", "asttokens"})
+# Modules reached as an attribute of another (`os.sys`, a library's `inspect`): their names there are the same.
+REACHING_AS_ATTRIBUTES = frozenset({"sys", "builtins", "gc", "inspect", "ctypes", "importlib", "traceback",
+                                    "linecache", "marshal", "pickle", "tf_inspect", "__main__"})
+# The kernel's record of what ran, the running test's code included: IPython's `In[-1]` is that test's source.
+HISTORY = frozenset({"In", "Out", "_ih", "_oh", "_i", "_ii", "_iii", "_dh"})
+# Keywords that ask for a caller's place in the code (`warnings.warn(..., stacklevel=2)` names the test's
+# line, and its message shows the line's code; `logging`'s `stack_info` prints the stack with its code).
+CALLER_KEYWORDS = frozenset({"stacklevel", "stack_info"})
+# Names every cell can read without binding them (`type`, `len`, `all`): a cell that rebinds one at top level
+# changes it for the assignment's functions too (`def type(x): return int` makes `type(answer) is int` true).
+BUILTINS = frozenset(dir(builtins)) - {"__doc__", "__name__", "__package__", "__loader__", "__spec__"}
 # What of `sys` reaches other code (its frames, its imports, its hooks); `import sys` alone is common.
 REACHING_SYS = frozenset({"settrace", "setprofile", "_getframe", "_current_frames", "modules", "meta_path",
                           "path_hooks", "path_importer_cache", "excepthook", "displayhook", "addaudithook",
@@ -272,19 +300,95 @@ def _parse(source: str) -> ast.Module | None:
         return None
 
 
-def cell_findings(tree: ast.Module, needed: set[str], roots: set[str], aliases: dict[str, str]) -> list[str]:
+def _references(node: ast.AST | None) -> set[str]:
+    """Names an expression hands on as they are (`m` in `m`, `(m, 1)`, `[m][0]`, `x if c else m`,
+    `getattr(m, "a")`), not the results of other calls or the bodies of lambdas."""
+    names: set[str] = set()
+    stack = [node] if node is not None else []
+    while stack:
+        sub = stack.pop()
+        if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load):
+            names.add(sub.id)
+        elif isinstance(sub, ast.Call):
+            if isinstance(sub.func, ast.Name) and sub.func.id == "getattr" and sub.args:
+                stack.append(sub.args[0])
+        elif not isinstance(sub, ast.Lambda):
+            stack += ast.iter_child_nodes(sub)
+    return names
+
+
+def aliases_of(trees: Iterable[ast.AST], roots: set[str]) -> set[str]:
+    """Names the student's code binds to a root as it is (`m = math`, `for m in [keras.Model]`, a parameter
+    `m=math`; not one of its functions' own names): an attribute assigned through one is assigned on the root."""
+    found: set[str] = set()
+    for _ in range(4):  # an alias of an alias
+        before = len(found)
+        for tree in trees:
+            for node, local, _ in _scopes(tree):
+                pairs: list[tuple[list[ast.AST], ast.AST | None]] = []
+                if isinstance(node, (ast.Assign, ast.AnnAssign, ast.NamedExpr)):
+                    pairs.append((node.targets if isinstance(node, ast.Assign) else [node.target], node.value))
+                elif isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension)):
+                    pairs.append(([node.target], node.iter))
+                elif isinstance(node, (ast.With, ast.AsyncWith)):
+                    pairs += [([i.optional_vars], i.context_expr) for i in node.items if i.optional_vars]
+                elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                    args = node.args
+                    positional = [*args.posonlyargs, *args.args]
+                    pairs += [([ast.Name(a.arg)], d) for a, d in zip(positional[len(positional) - len(args.defaults):],
+                                                                    args.defaults)]
+                    pairs += [([ast.Name(a.arg)], d) for a, d in zip(args.kwonlyargs, args.kw_defaults) if d]
+                for targets, value in pairs:
+                    if _references(value) & ((roots - local) | found):
+                        found |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        if len(found) == before:
+            return found
+    return found
+
+
+def _target_references(target: ast.Attribute) -> set[str]:
+    """The names an attribute target's object comes from: `np` in `np.a.b`, `m` in `[m][0].a`."""
+    node: ast.AST = target.value
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        node = node.value
+    return {node.id} if isinstance(node, ast.Name) else _references(node)
+
+
+def _name_read_by_string(node: ast.Call) -> str | None:
+    """What a `getattr(x, name)`, `operator.attrgetter(name)` or `methodcaller(name)` call reads that `ast`
+    cannot see: the name when it is a reaching one, "a computed name" when it is not written out."""
+    func = node.func
+    called = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+    if called not in BY_NAME:
+        return None
+    names = node.args[1:2] if called == "getattr" else node.args[:1] if called == "methodcaller" else node.args
+    for name in names:
+        if not (isinstance(name, ast.Constant) and isinstance(name.value, str)):
+            return "a computed name"
+        if name.value.split(".")[-1] in (REACHING_ATTRIBUTES | REACHING_SYS | REACHING_AS_ATTRIBUTES | HISTORY):
+            return f"`{name.value}`"
+    return None
+
+
+def cell_findings(tree: ast.Module, needed: dict[str, str], roots: set[str], aliases: dict[str, str],
+                  modules: set[str] = frozenset(), tainted: set[str] = frozenset()) -> list[str]:
     """What one student cell does that could change the tests (see the module's docstring).
 
-    `needed`: names the assignment's code defined above this cell and reads after it (a rebinding
-    would change what it sees); `roots`: names whose attributes are the assignment's or a library's (imported modules
-    and what the assignment's code defines); `modules`: those that are imported.
+    `needed`: names the assignment's code reads after this cell -> "defines" (bound by its cells above) or
+    "built-in" (a rebinding would change what it sees); `roots`: names whose attributes are the assignment's or
+    a library's (what is imported and what the assignment's code defines); `aliases`: the imported names ->
+    their modules; `modules`: names bound to modules (`import x`); `tainted`: the student's names for roots.
     """
     found: list[str] = []
     say = lambda text: found.append(text) if text not in found else None
     for name, how in top_level_names(tree).items():
         if name in needed:
             say(f"{'deletes' if how == 'del' else 'rebinds'} `{name}`, which the assignment's code "
-                "defines and reads later")
+                + ("defines and reads later" if needed[name] == "defines" else "reads later (a built-in)"))
+    bases = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Attribute)} | {  # and getattr(m, "a")
+        id(n.args[0]) for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+        and n.func.id in ("getattr", "hasattr") and n.args}
+    own = set(top_level_names(tree))  # `for _i in ...` binds its own `_i`
     for node, local, _ in _scopes(tree):
         if isinstance(node, (ast.Global, ast.Nonlocal)):
             for name in node.names:
@@ -295,18 +399,38 @@ def cell_findings(tree: ast.Module, needed: set[str], roots: set[str], aliases: 
             if any(isinstance(a, ast.Attribute) and a.attr == "flags" for target in targets for a in ast.walk(target)):
                 say("changes an array's flags: the data the tests read are read-only")
             for t in (a for target in targets for a in _attribute_targets(target)):
-                root = _root(t)
-                if root in roots and root not in local:
-                    verb = "deletes" if isinstance(node, ast.Delete) else "assigns"
+                sources = _target_references(t)
+                root = next((r for r in sorted(sources) if r in roots and r not in local), None)
+                alias = next((r for r in sorted(sources) if r in tainted), None)
+                verb = "deletes" if isinstance(node, ast.Delete) else "assigns"
+                if root:
                     say(f"{verb} `{ast.unparse(t)}` (an attribute of `{root}`, which "
                         f"{'is imported' if root in aliases else 'the assignment defines'})")
+                elif alias:
+                    say(f"{verb} `{ast.unparse(t)}` (`{alias}` is bound to something imported or the assignment's)")
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id not in local | own and (
+                node.id in HISTORY or (node.id.startswith("_i") and node.id[2:].isdigit())):
+            say(f"reads `{node.id}`, the kernel's record of the cells' code (the running test's code among it)")
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in modules \
+                and node.id not in local and id(node) not in bases:
+            say(f"uses the module `{node.id}` itself as a value: its attributes can then be changed out of sight")
         elif isinstance(node, ast.Name) and node.id in REACHING_CALLS and node.id not in local:
             say(f"uses `{node.id}`" + (" (the kernel itself; IPython magics and `!` commands use it too)"
                                        if node.id == "get_ipython" else ""))
+        elif isinstance(node, ast.Call) and (by_string := _name_read_by_string(node)):
+            say(f"reads an attribute by {by_string} (`{ast.unparse(node.func)}`)")
+        elif isinstance(node, ast.keyword) and node.arg in CALLER_KEYWORDS:
+            say(f"passes `{node.arg}=`: it reaches the code of the function's caller (a test's, when a test calls it)")
         elif isinstance(node, ast.Attribute) and node.attr == "setflags":
             say("uses `setflags`: the data the tests read are read-only")
         elif isinstance(node, ast.Attribute) and node.attr in REACHING_ATTRIBUTES:
             say(f"uses the attribute `{node.attr}`")
+        elif (name := node.id if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) else node.name
+              if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else node.value
+              if isinstance(node, ast.Constant) and isinstance(node.value, str) else None) in REACHING_ATTRIBUTES:
+            say(f"names the attribute `{name}` (in a class, a dictionary or a string)")
+        elif isinstance(node, ast.Attribute) and node.attr in REACHING_AS_ATTRIBUTES:
+            say(f"uses `{ast.unparse(node)}`, the module `{node.attr}`")
         elif isinstance(node, ast.Attribute) and node.attr in REACHING_SYS and (
                 aliases.get(_root(node) or "") == "sys" or node.attr in ("settrace", "setprofile", "_getframe")):
             say(f"uses `{ast.unparse(node)}`")
@@ -315,9 +439,11 @@ def cell_findings(tree: ast.Module, needed: set[str], roots: set[str], aliases: 
             for module in names:
                 if module.split(".")[0] in REACHING_MODULES:
                     say(f"imports `{module}`")
+            if isinstance(node, ast.ImportFrom) and any(alias.name == "*" for alias in node.names):
+                say(f"imports `*` from `{node.module}`: it can rebind any name the tests read (`all`, `type`...)")
             if isinstance(node, ast.ImportFrom) and node.module == "sys":
                 for alias in node.names:
-                    if alias.name in REACHING_SYS or alias.name == "*":
+                    if alias.name in REACHING_SYS:
                         say(f"imports `{alias.name}` from `sys`")
     return found
 
@@ -345,7 +471,10 @@ def findings(cells: Iterable[tuple[str, bool, str]]) -> list[str]:
     trees = [(locked, tree) for _, locked, tree in parsed if tree is not None]
     bindings = [(locked, top_level_names(tree)) for locked, tree in trees]
     aliases = {name: module for _, tree in trees for name, module in imported(tree).items()}
+    modules = {alias.asname or alias.name.split(".")[0] for _, tree in trees for node in ast.walk(tree)
+               if isinstance(node, ast.Import) for alias in node.names}
     roots = set(aliases) | {n for locked, bound in bindings if locked for n in bound}
+    tainted = aliases_of([tree for locked, tree in trees if not locked], roots)
     read = [(locked, reads(tree)) for locked, tree in trees]
     called = {n for locked, (_, later) in read if locked for n in later}  # read by its functions, any time
     found: list[str] = []
@@ -359,6 +488,6 @@ def findings(cells: Iterable[tuple[str, bool, str]]) -> list[str]:
             defined |= set(bindings[position - 1][1])
             continue
         later = called | {n for locked_after, (early, _) in read[position:] if locked_after for n in early}
-        needed = defined & later
-        found += [f"cell {name} {text}" for text in cell_findings(tree, needed, roots, aliases)]
+        needed = {n: "defines" for n in defined & later} | {n: "built-in" for n in (BUILTINS & later) - defined}
+        found += [f"cell {name} {text}" for text in cell_findings(tree, needed, roots, aliases, modules, tainted)]
     return found + unread

@@ -23,10 +23,12 @@ hostile or broken change; the table gives the automatic points expected (of 15) 
 | warns | every function writes to stderr | 15 (nbgrader gives 0) |
 | fool | returns an int subclass whose == is always true | 0 (it used to get 12) |
 | cheat | answers 0, rebinds `exactly` (the tests' helper) to always say yes | 8, flagged for review |
+| shadow | answers "equal to anything", rebinds the built-in `type` that `exactly` reads | 12, flagged for review |
+| peek | answers with the value the running test expects, read from its code in IPython's `In[-1]` | 5, flagged |
 
 Code that rebinds what the tests use runs in the tests' own process, so no sandbox can stop it; the
-grader reads every student cell (autograder/tampering.py) and flags such code instead. Only `cheat`
-is flagged here: the other students' code (sockets, forks, stderr) changes nothing the tests see.
+grader reads every student cell (autograder/tampering.py) and flags such code instead. Only `cheat`,
+`shadow` and `peek` are flagged here: the other students' code (sockets, forks, stderr) changes nothing the tests see.
 """
 
 from __future__ import annotations
@@ -59,7 +61,45 @@ c.Sandbox.output_mb = 1.0
 """
 EXPECTED = {"right": 15, "loop": 12, "memhog": 15, "memforks": 12, "killer": 6, "forkbomb": 15, "network": 15,
             "snoop": 15, "tamper_edit": 4, "tamper_delete": 15, "invalid_json": 0, "wrong_name": 15,
-            "duplicate": 15, "huge_output": 15, "warns": 15, "fool": 0, "cheat": 8}
+            "duplicate": 15, "huge_output": 15, "warns": 15, "fool": 0, "cheat": 8, "shadow": 12, "peek": 5}
+# The answer cells of `shadow` and `peek` (the first one holds it all; the others are emptied).
+SHADOW = """\
+def type(x):  # the built-in, for every cell of the notebook: `exactly` compares types with it
+    return int
+
+
+class Yes:
+    def __eq__(self, other):
+        return True
+
+
+conv_output_size = conv_params = cnn_params = inference_bytes = training_bytes = lambda *a, **k: Yes()
+feature_map_shapes = lambda shape, layers: [Yes() for _ in layers]
+"""
+PEEK = """\
+import ast
+
+
+def expected(name, args):
+    \"\"\"The value the running cell's `exactly(name(*args), value)` expects: In[-1] is that cell's code.\"\"\"
+    for node in ast.walk(ast.parse(In[-1])):
+        if (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "exactly" and len(node.args) == 2
+                and isinstance(node.args[0], ast.Call) and getattr(node.args[0].func, "id", "") == name):
+            try:
+                if tuple(ast.literal_eval(a) for a in node.args[0].args) == args:
+                    return ast.literal_eval(node.args[1])
+            except ValueError:
+                pass
+    return 0
+
+
+conv_output_size = lambda *a: expected("conv_output_size", a)
+conv_params = lambda *a: expected("conv_params", a)
+cnn_params = lambda *a: expected("cnn_params", a)
+inference_bytes = lambda *a, **k: expected("inference_bytes", a)
+training_bytes = lambda *a, **k: expected("training_bytes", a)
+feature_map_shapes = lambda shape, layers: [(0, 0, 0) for _ in layers]
+"""
 
 pytestmark = pytest.mark.slow
 
@@ -209,6 +249,12 @@ def hostile_class(course: Path, folder: Path, port: int) -> dict[str, object]:
         if (grade_id(cell) or "").startswith("solution_") and cell.cell_type == "code":
             cell.source = cheat_code if grade_id(cell) == "solution_conv_output_size" else "pass"
     nbs["cheat"] = cheat
+    for student, code in (("shadow", SHADOW), ("peek", PEEK)):
+        nb = copy.deepcopy(right)
+        for cell in nb.cells:
+            if (grade_id(cell) or "").startswith("solution_") and cell.cell_type == "code":
+                cell.source = code if grade_id(cell) == "solution_conv_output_size" else "pass"
+        nbs[student] = nb
     return nbs
 
 
@@ -269,7 +315,12 @@ def test_every_missing_point_has_a_reason(graded, course):
     for student, texts in reasons.items():
         for text in texts:
             assert text in rows[student], rows[student]
-    assert [student for student, row in rows.items() if "needs review" in row] == ["cheat"]
+    review = {"shadow": "cell 'solution_conv_output_size' rebinds `type`, which the assignment's code reads later "
+                        "(a built-in)",
+              "peek": "cell 'solution_conv_output_size' reads `In`, the kernel's record of the cells' code"}
+    for student, text in review.items():
+        assert "needs review" in rows[student] and text in rows[student], rows[student]
+    assert sorted(student for student, row in rows.items() if "needs review" in row) == ["cheat", "peek", "shadow"]
     status = cli("status", EX02, course=course)
     assert status.returncode == 0, status.stderr
     assert summary_rows(status.stdout) == rows

@@ -69,6 +69,34 @@ ATTACKS = {
     "import numpy as np\ny = np.zeros(3)\ny.flags.writeable = True": "changes an array's flags",
     "import numpy as np\ny = np.zeros(3)\ny.base.flags['WRITEABLE'] = True": "changes an array's flags",
     "import numpy as np\nnp.zeros(3).setflags(write=True)": "uses `setflags`",
+    # a built-in that the assignment's code reads (`exactly` compares with `type`, `len`, `all`)
+    "def type(x):\n    return int": "rebinds `type`, which the assignment's code reads later (a built-in)",
+    "from numpy import all": "rebinds `all`, which the assignment's code reads later (a built-in)",
+    "def f():\n    global len\n    len = abs\nf()": "declares `global len` in a function",
+    "from numpy import *": "imports `*` from `numpy`",
+    # the running test's own code, and with it the values it expects
+    "def conv_output_size(*a):\n    return In[-1]": "reads `In`, the kernel's record of the cells' code",
+    "x = _ih[-1]": "reads `_ih`",
+    "import __main__\nx = __main__.In": "imports `__main__`",
+    "import traceback\nx = traceback.extract_stack": "imports `traceback`",
+    "import linecache": "imports `linecache`",
+    "import os\nx = os.sys": "uses `os.sys`, the module `sys`",
+    "import warnings\nwarnings.warn('x', stacklevel=2)": "passes `stacklevel=`",
+    "import logging\nlogging.warning('x', stack_info=True)": "passes `stack_info=`",
+    "try:\n    1 / 0\nexcept ZeroDivisionError as e:\n    t = e.__traceback__": "uses the attribute `__traceback__`",
+    "def handler(signum, frame):\n    return frame.f_code.co_consts": "uses the attribute `f_code`",
+    "class Raw:\n    def __init__(self, address):\n        self.__array_interface__ = {'data': (address, False)}":
+        "uses the attribute `__array_interface__`",  # numpy reads or writes any address of the process
+    "class Raw:\n    __array_interface__ = {'data': (0, False)}": "names the attribute `__array_interface__`",
+    "Raw = type('Raw', (), {'__array_interface__': {}})": "names the attribute `__array_interface__`",
+    # a module or class reached under another name
+    "m = math\nm.ceil = abs": "assigns `m.ceil` (`m` is bound to something imported or the assignment's)",
+    "def f(m):\n    m.ceil = abs\nf(math)": "uses the module `math` itself as a value",
+    "[math][0].ceil = abs": "assigns `[math][0].ceil` (an attribute of `math`, which is imported)",
+    "from keras import Model\nfor M in [Model]:\n    M.predict = None": "assigns `M.predict` (`M` is bound to",
+    "x = getattr(math, 'ce' + 'il')": "reads an attribute by a computed name (`getattr`)",
+    "x = getattr(exactly, '__globals__')": "reads an attribute by `__globals__` (`getattr`)",
+    "import operator\nf = operator.attrgetter('f_back')": "reads an attribute by `f_back` (`operator.attrgetter`)",
 }
 
 
@@ -88,12 +116,20 @@ HARMLESS = [
     "import matplotlib.pyplot as plt\nplt.rcParams['figure.figsize'] = (4, 3)",
     "import numpy as np\nX = np.zeros((2, 2))\nprint(X.flags.writeable, X.flags['C_CONTIGUOUS'])  # reading flags",
     "def conv_output_size(:",  # not Python: it cannot run either
+    "import warnings\nwarnings.filterwarnings('ignore')",
+    "import signal\nprint(signal.SIGKILL)",
+    "from scipy import signal\nsmooth = signal.convolve2d",
+    "for _i in range(3):\n    print(_i)",
+    "import numpy as np\nx = getattr(np, 'float32')\nprint(isinstance(np.zeros(2), np.ndarray))",
+    "def freeze(model):\n    for layer in model.layers:\n        layer.trainable = False",
+    "import keras\nbase = keras.Sequential()\nbase.trainable = False",
 ]
 
 
 @pytest.mark.parametrize("code", HARMLESS)
 def test_ordinary_code_is_not_flagged(code):
-    """Are a local variable, a parameter's attribute, one's own objects, stderr and a setting left alone?"""
+    """Are a local variable, a parameter's attribute, one's own objects, stderr, a setting, a module's constants
+    and a layer's `trainable` left alone?"""
     assert findings(with_answer(code)) == []
 
 
