@@ -372,7 +372,7 @@ def collect_into(course: Path, name: str, source: Path, pattern: str | None, for
             if source.suffix.lower() != ".zip":
                 raise Failure(f"{source} is neither a folder nor a .zip file")
             try:
-                collect.unzip(source, Path(tmp) / "unzipped")
+                problems += collect.unzip(source, Path(tmp) / "unzipped")
             except ValueError as exc:
                 raise Failure(str(exc)) from None
             folder = Path(tmp) / "unzipped"

@@ -13,13 +13,15 @@ from __future__ import annotations
 import datetime
 import shutil
 import zipfile
+import zlib
 from pathlib import Path
 
 MAX_UNZIPPED = 2 * 1024 ** 3  # bytes a zip may expand to
 
 
-def unzip(archive: Path, dest: Path) -> None:
-    """Extract a zip safely (no path outside dest, bounded size); a ValueError says why not."""
+def unzip(archive: Path, dest: Path) -> list[str]:
+    """Extract a zip safely (no path outside dest, bounded size; a ValueError says why not); one problem per
+    file that cannot be read out of it (damaged, encrypted, compressed in a way Python cannot read), left out."""
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -29,13 +31,21 @@ def unzip(archive: Path, dest: Path) -> None:
         if sum(m.file_size for m in members) > MAX_UNZIPPED:
             raise ValueError(f"{archive.name} expands to more than {MAX_UNZIPPED // 1024 ** 3} GB")
         root = dest.resolve()
-        for m in members:
-            target = (dest / m.filename).resolve()
+        targets = [(m, (dest / m.filename).resolve()) for m in members]
+        for m, target in targets:
             if root not in target.parents:
                 raise ValueError(f"{archive.name} holds a path outside its folder: {m.filename!r}")
+        problems = []
+        for m, target in targets:
             target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(m) as src, open(target, "wb") as out:
-                shutil.copyfileobj(src, out)
+            try:
+                with zf.open(m) as src, open(target, "wb") as out:
+                    shutil.copyfileobj(src, out)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+                target.unlink(missing_ok=True)
+                problems.append(f"{m.filename}: cannot be read out of {archive.name} ({exc}): not collected; "
+                                "download the archive again")
+        return problems
 
 
 def by_pattern(files: list[Path], pattern: str, folder: Path, name: str, extensions: list[str]

@@ -75,6 +75,32 @@ def test_unsafe_zip_is_refused(tmp_path):
     assert not (tmp_path.parent / "escaped.ipynb").exists()
 
 
+def test_a_damaged_file_in_a_zip_is_reported_and_the_others_collected(tmp_path):
+    """An LMS download cut short or damaged: is each file that cannot be read out of the zip named (a
+    deflate error, a wrong CRC), no traceback, while the students whose files are whole are collected?"""
+    course = tmp_path / "course"
+    assert cli("release", EX02, "--no-check", course=course).returncode == 0
+    release = nbformat.read(course / "release" / EX02 / f"{EX02}.ipynb", as_version=4)
+    right = nbformat.writes(solve(release, source_nb(EX02)))
+    archive = tmp_path / "download.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr(f"ann/{EX02}.ipynb", right)
+        zf.writestr(f"bob/{EX02}.ipynb", right, compress_type=zipfile.ZIP_DEFLATED)
+        zf.writestr(f"cy/{EX02}.ipynb", right)  # stored: its bytes change, its CRC no longer matches
+    data = bytearray(archive.read_bytes())
+    for who in (b"bob/", b"cy/"):
+        start = data.index(who + EX02.encode()) + 200
+        data[start:start + 16] = bytes(b ^ 0xFF for b in data[start:start + 16])
+    archive.write_bytes(bytes(data))
+    result = cli("collect", EX02, str(archive), course=course)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert (course / "submitted" / "ann" / EX02 / f"{EX02}.ipynb").read_text() == right
+    assert f"bob/{EX02}.ipynb: cannot be read out of download.zip (Error -3 while decompressing data" in result.stderr
+    assert f"cy/{EX02}.ipynb: cannot be read out of download.zip (Bad CRC-32" in result.stderr
+    assert "download the archive again" in result.stderr
+    assert not (course / "submitted" / "bob").exists() and not (course / "submitted" / "cy").exists()
+
+
 def test_a_handed_in_model_is_taken_from_beside_a_lone_notebook(tmp_path):
     """Exercise 9's students hand in mnist_model.keras: is it collected whether the notebook lies in
     <student>/ or <student>/ex09_mnist/, and does a note name it where it is missing (never dropped
