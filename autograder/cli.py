@@ -87,6 +87,20 @@ def run_command(argv: list[str] | None = None) -> int:
     except Failure as exc:
         print(f"autograder: error: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:
+        from sqlalchemy.exc import DatabaseError
+
+        if not isinstance(exc, DatabaseError):
+            raise
+        db = Path(os.environ.get("DCV_COURSE_DIR", ".")) / "gradebook.db"
+        why = str(exc.orig or exc).splitlines()[0]
+        advice = ("another program is writing to it (formgrader, another command): run this one again when "
+                  "it is done" if "locked" in why else
+                  "it is damaged: restore it from a copy (nbgrader keeps none), or move it away and release "
+                  "the assignments again to start an empty one" if "not a database" in why or "malformed" in why
+                  else "check the file and the disk it is on")
+        print(f"autograder: error: the gradebook {db} cannot be used ({why}): {advice}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as exc:
         by = f" by {exc}" if isinstance(exc, Stopped) else ""
         print(f"autograder: interrupted{by}" + "".join(f"; {n}" for n in getattr(exc, "__notes__", [])),

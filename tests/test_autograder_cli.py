@@ -106,6 +106,20 @@ def test_course_dir_must_be_a_folder(tmp_path):
     assert "is not a folder" in one_line_error(cli("status", course=tmp_path / "file"))
 
 
+@pytest.mark.parametrize("args", [["status"], ["status", EX02], ["export"], ["feedback", EX02], ["autograde", EX02]],
+                         ids=" ".join)
+def test_a_damaged_gradebook_is_named_and_left_as_it_is(args, tmp_path):
+    """A gradebook.db that is not a database (a bad copy, a full disk): does each command that reads it say so in
+    one line, with what to do, and leave the file as it was?"""
+    damaged = b"SQLite format 2\x00" + bytes(range(256)) * 16
+    (tmp_path / "gradebook.db").write_bytes(damaged)
+    line = one_line_error(cli(*args, course=tmp_path))
+    assert line == (f"autograder: error: the gradebook {tmp_path.resolve() / 'gradebook.db'} cannot be used (file is "
+                    "not a database): it is damaged: restore it from a copy (nbgrader keeps none), or move it away "
+                    "and release the assignments again to start an empty one")
+    assert (tmp_path / "gradebook.db").read_bytes() == damaged
+
+
 def test_status_of_a_new_course(tmp_path):
     """Does `status` list the assignments of solutions/ for a new course folder, and write its config?"""
     result = cli("status", course=tmp_path)
