@@ -281,6 +281,10 @@ def cmd_release(args: argparse.Namespace) -> None:
     course = course_dir(args)
     names = assignments() if args.all else [known(n) for n in args.assignments]
     todo, failed = [], []
+    released = all((course / "release" / n).exists() for n in names)
+    if (course / "gradebook.db").exists() and (args.force or not released):
+        with gradebook(course):  # a damaged one is named now, not after the checks, by nbgrader's traceback
+            pass
 
     def fail(name: str, message: str) -> None:  # one assignment: its error; several: go on, count it
         if len(names) == 1:

@@ -106,7 +106,8 @@ def test_course_dir_must_be_a_folder(tmp_path):
     assert "is not a folder" in one_line_error(cli("status", course=tmp_path / "file"))
 
 
-@pytest.mark.parametrize("args", [["status"], ["status", EX02], ["export"], ["feedback", EX02], ["autograde", EX02]],
+@pytest.mark.parametrize("args", [["status"], ["status", EX02], ["export"], ["feedback", EX02], ["autograde", EX02],
+                                  ["release", EX02, "--no-check"]],
                          ids=" ".join)
 def test_a_damaged_gradebook_is_named_and_left_as_it_is(args, tmp_path):
     """A gradebook.db that is not a database (a bad copy, a full disk): does each command that reads it say so in
