@@ -270,6 +270,7 @@ class SandboxedExecute(Execute):
             watchdog.start()
             try:
                 info = self.wait_for_reply(self.kc.kernel_info())
+                self.km.seal()
                 self.nb.metadata["language_info"] = info["content"]["language_info"]
                 for index, cell in enumerate(self.nb.cells):
                     if cell.cell_type != "code":
@@ -292,6 +293,10 @@ class SandboxedExecute(Execute):
                     if any(o.output_type == "error" and o.ename == "CellTimeoutError" for o in cell.outputs):
                         self.problems.append(f"cell {name_of(cell, index)} timed out "
                                              f"({self.sandbox.cell_timeout} s) and was interrupted")
+                    if any(o.output_type == "error" and "[Errno 28]" in o.evalue for o in cell.outputs):
+                        self.problems.append(f"cell {name_of(cell, index)} filled its folder or /tmp (No space "
+                                             f"left on device: {self.sandbox.work_mb} MB in its folder, "
+                                             f"{self.sandbox.tmp_mb} MB in /tmp)")
                     if any(o.output_type == "error" and o.ename == "MemoryError" for o in cell.outputs):
                         self.problems.append(f"cell {name_of(cell, index)} ran out of memory (MemoryError: "
                                              f"{self.sandbox.address_space_mb} MB per process)")

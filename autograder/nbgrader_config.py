@@ -54,6 +54,7 @@ c.Sandbox.processes = 512         # processes and threads
 c.Sandbox.output_mb = 5.0         # output kept per notebook (the rest is dropped)
 c.Sandbox.file_mb = 1024          # largest file a notebook may write
 c.Sandbox.tmp_mb = 256            # its private /tmp
+c.Sandbox.work_mb = 512           # what it may write in its folder (a tmpfs with a copy of the submission)
 
 # Feedback shows each test's name, result, points and error message, never the hidden tests' code
 # nor tracebacks (nbgrader shows both by default, jupyter/nbgrader#917).

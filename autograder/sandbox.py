@@ -3,11 +3,12 @@
 A kernel is forked, warm, by this grading process's zygote (zygote.py: TensorFlow and the rest
 imported once), into new mount, PID, network, IPC, UTS and cgroup namespaces. It sees a read-only
 system (/usr, Python, the virtual environment, the helper package `dcv` and its data cache) and one
-writable folder, its submission's private working copy; nothing of the course folder (gradebook,
-other students, release, source), nor solutions/. It runs under a user id of its own with no
-capabilities, no network (not even a loopback), rlimits on memory, CPU time, processes and file
-size; a watchdog kills it when its processes together use more memory than allowed or the notebook
-runs past its wall-time limit.
+writable folder, a copy of its submission in a tmpfs of bounded size (like its /tmp); nothing of the
+course folder (gradebook, other students, release, source), nor solutions/. Its sockets' folder, on
+the grader's disk, is taken back once it has started (`seal`), so it writes nothing there. It runs
+under a user id of its own with no capabilities, no network (not even a loopback), rlimits on
+memory, CPU time, processes and file size; a watchdog kills it when its processes together use more
+memory than allowed or the notebook runs past its wall-time limit.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ class Sandbox(Configurable):
                                 "dropped.").tag(config=True)
     file_mb = Integer(1024, help="Size of any file the notebook writes (RLIMIT_FSIZE).").tag(config=True)
     tmp_mb = Integer(256, help="Size of the notebook's private /tmp (a tmpfs).").tag(config=True)
+    work_mb = Integer(512, help="What the notebook may write in its folder (a tmpfs holding a copy of the "
+                                "submission, which does not count): beyond it, 'No space left on device'."
+                      ).tag(config=True)
     read_only = List(Unicode(), help="More host paths the kernel may read (bound read-only at the same "
                                      "place), e.g. a data cache.").tag(config=True)
     uid_base = Integer(200000, help="Kernels run as user id uid_base + slot (no account needed).").tag(config=True)
@@ -87,8 +91,9 @@ class Sandbox(Configurable):
         (`mplconfig`: Matplotlib's folder as the zygote imported it, made again in the kernel's /tmp)."""
         env = {**self.env(workdir), "MPLCONFIGDIR": mplconfig}
         return {"isolate": self.enabled, "root": os.path.join(os.path.dirname(runtime), "root"),
-                "read_only": self.kernel_paths(), "writable": [runtime, workdir], "workdir": workdir,
-                "uid": uid, "env": env, "tmp_bytes": self.tmp_mb * MB, "tmp_folders": [mplconfig],
+                "read_only": self.kernel_paths(), "writable": [runtime], "workdir": workdir,
+                "work_bytes": self.work_mb * MB, "uid": uid, "env": env, "tmp_bytes": self.tmp_mb * MB,
+                "tmp_folders": [mplconfig],
                 "limits": {"address_space": self.address_space_mb * MB, "cpu": self.cpu_seconds,
                            "processes": self.processes, "file": self.file_mb * MB},
                 "argv": ["-f", connection_file, "--HistoryManager.enabled=False"]}  # no history thread, no file
@@ -367,6 +372,13 @@ class SandboxedKernelManager(AsyncKernelManager):
         super().write_connection_file(**kwargs)
         if self.sandbox.enabled:
             os.chown(self.connection_file, self.uid, self.uid)
+
+    def seal(self) -> None:
+        """Once the kernel has made its sockets (it answered), take its runtime folder and connection file
+        back: it may then write nothing on the grader's disk (its own folder and /tmp are tmpfs)."""
+        if self.sandbox.enabled:
+            for path in (self.connection_file, self.runtime):
+                os.chown(path, 0, 0)
 
     async def _async_interrupt_kernel(self) -> None:
         """Interrupt by a message: a signal would reach the process outside the sandbox, not the kernel."""

@@ -10,8 +10,8 @@ submission: a kernel inherits nothing of other students.
 
 Each kernel is three processes. The first (in the grader's namespaces, root) enters new mount,
 PID, network, IPC, UTS and cgroup namespaces and waits; the second is PID 1 there: it builds the
-kernel's view of the file system (a read-only system, its submission's folder writable, private
-/tmp, /dev/shm and /proc; nothing else) and reaps orphans; the third is the kernel: rlimits set, every
+kernel's view of the file system (a read-only system, a copy of its submission's folder in a tmpfs,
+private /tmp, /dev/shm and /proc; nothing else) and reaps orphans; the third is the kernel: rlimits set, every
 capability dropped, its own user id, no new privileges, an environment of its own. Killing the
 first kills the others (parent-death signals; the PID namespace dies with its PID 1). Where `isolate`
 is false (`--unsafe-no-sandbox`), the kernel runs as the grader's user with no namespace at all.
@@ -30,6 +30,7 @@ import os
 import platform
 import resource
 import select
+import shutil
 import signal
 import socket
 import sys
@@ -125,6 +126,16 @@ def build_root(spec: dict) -> None:
         _bind(path, inside(path), read_only=True)
     for path in spec["writable"]:
         _bind(path, inside(path), read_only=False)
+    if "work_bytes" in spec:  # the submission's folder: a copy in a tmpfs, so that what the notebook writes is
+        work, uid = spec["workdir"], spec["uid"]  # bounded and never reaches the grader's disk
+        handed_in = sum(os.lstat(os.path.join(d, f)).st_size for d, _, files in os.walk(work) for f in files)
+        os.makedirs(inside(work), 0o755, exist_ok=True)
+        _mount("tmpfs", inside(work), "tmpfs", MS_NOSUID | MS_NODEV,
+               f"mode=0755,uid={uid},gid={uid},size={handed_in + spec['work_bytes'] + (1 << 20)}")
+        shutil.copytree(work, inside(work), symlinks=True, dirs_exist_ok=True)
+        for d, dirs, files in os.walk(inside(work)):
+            for name in [*dirs, *files]:
+                os.lchown(os.path.join(d, name), uid, uid)
     os.makedirs(inside("/proc"))
     _mount("proc", inside("/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     for name in DEVICES:

@@ -20,6 +20,7 @@ hostile or broken change; the table gives the automatic points expected (of 15) 
 | wrong_name | a single notebook under another name | 15: graded, the name stated |
 | duplicate | duplicated cells and cell ids (a wrong copy first) | 15: the last copy graded, stated |
 | huge_output | prints 6 MB | 15: output capped, stated |
+| diskfill | writes in its kernel's runtime folder, then 16 MB files in its own | 15: refused; 64 MB, then full |
 | warns | every function writes to stderr | 15 (nbgrader gives 0) |
 | fool | returns an int subclass whose == is always true | 0 (it used to get 12) |
 | cheat | answers 0, rebinds `exactly` (the tests' helper) to always say yes | 8, flagged for review |
@@ -58,10 +59,12 @@ c.Sandbox.memory_mb = 512
 c.Sandbox.address_space_mb = 3072  # TensorFlow, imported by the zygote, maps ~1.7 GB in every kernel
 c.Sandbox.processes = 64
 c.Sandbox.output_mb = 1.0
+c.Sandbox.work_mb = 64
 """
 EXPECTED = {"right": 15, "loop": 12, "memhog": 15, "memforks": 12, "killer": 6, "forkbomb": 15, "network": 15,
             "snoop": 15, "tamper_edit": 4, "tamper_delete": 15, "invalid_json": 0, "wrong_name": 15,
-            "duplicate": 15, "huge_output": 15, "warns": 15, "fool": 0, "cheat": 8, "shadow": 12, "peek": 5}
+            "duplicate": 15, "huge_output": 15, "diskfill": 15, "warns": 15, "fool": 0, "cheat": 8, "shadow": 12,
+            "peek": 5}
 # The answer cells of `shadow` and `peek` (the first one holds it all; the others are emptied).
 SHADOW = """\
 def type(x):  # the built-in, for every cell of the notebook: `exactly` compares types with it
@@ -223,6 +226,25 @@ def hostile_class(course: Path, folder: Path, port: int) -> dict[str, object]:
     j = index_of(dup, "test_conv_params_hidden")
     dup.cells.insert(j + 1, copy.deepcopy(dup.cells[j]))
     nbs["duplicate"] = dup
+    nbs["diskfill"] = insert_after(right, "solution_training_bytes", (
+        "import os, sys\n"
+        "connection = sys.argv[sys.argv.index('-f') + 1]  # in the kernel's runtime folder, on the grader's disk\n"
+        "for path in (os.path.join(os.path.dirname(connection), 'fill.bin'), connection):\n"
+        "    try:\n"
+        "        with open(path, 'ab') as fh:\n"
+        "            fh.write(b'x' * 1024)\n"
+        "        print('WROTE', path)\n"
+        "    except OSError as exc:\n"
+        "        print('runtime refused:', type(exc).__name__)\n"
+        "written = 0\n"
+        "try:\n"
+        "    while written < 2048:\n"
+        "        with open(f'fill{written}.bin', 'wb') as fh:\n"
+        "            fh.write(b'x' * (16 * 1024 ** 2))\n"
+        "        written += 16\n"
+        "except OSError as exc:\n"
+        "    print(f'folder: {written} MB written, then errno {exc.errno}')\n"
+        "    raise"))
     nbs["huge_output"] = insert_after(right, "solution_conv_params", "for _ in range(6):\n    print('x' * 1024 ** 2)")
     warns = copy.deepcopy(right)
     for cell in warns.cells:
@@ -309,6 +331,7 @@ def test_every_missing_point_has_a_reason(graded, course):
         "duplicate": ["'solution_conv_params' appears more than once: the last copy was graded",
                       "2 duplicate cell id(s) renumbered"],
         "huge_output": ["output limit (1 MB) reached"],
+        "diskfill": ["filled its folder or /tmp (No space left on device: 64 MB in its folder, 256 MB in /tmp)"],
         "cheat": ["needs review, its code could change what the tests see: cell 'solution_conv_output_size' "
                   "rebinds `exactly`, which the assignment's code defines and reads later", "needs manual grading"],
     }
@@ -344,6 +367,8 @@ def test_the_batch_left_every_other_student_and_the_course_untouched(graded, cou
         assert manual == {None}
         assert gb.find_assignment(EX02).max_score == 18.0
     assert "fork refused after" in outputs(course, "forkbomb")
+    fill = outputs(course, "diskfill")  # 64 MB of the limit, written in 16 MB files: the fifth one is refused
+    assert "folder: 64 MB written, then errno 28" in fill and fill.count("runtime refused: PermissionError") == 2, fill
     assert (course / "autograded" / "huge_output" / EX02 / f"{EX02}.ipynb").stat().st_size < 2 * 1024 ** 2
 
 
