@@ -8,10 +8,11 @@ one has exited. A kernel therefore starts in a fraction of a second
 instead of the ~6 CPU-seconds of importing TensorFlow. The zygote never reads a gradebook or a
 submission: a kernel inherits nothing of other students.
 
-Each kernel is three processes. The first (in the grader's namespaces, root) enters new mount,
+Each kernel is four processes. The first (in the grader's namespaces, root) enters new mount,
 PID, network, IPC, UTS and cgroup namespaces and waits; the second is PID 1 there: it builds the
 kernel's view of the file system (a read-only system, a copy of its submission's folder in a tmpfs,
-private /tmp, /dev/shm and /proc; nothing else) and reaps orphans; the third is the kernel: rlimits set, every
+private /tmp, /dev/shm and /proc; nothing else) and reaps orphans; the third copies the kernel's
+console output to its log, up to a limit; the fourth is the kernel: rlimits set, every
 capability dropped, its own user id, no new privileges, an environment of its own. Killing the
 first kills the others (parent-death signals; the PID namespace dies with its PID 1). Where `isolate`
 is false (`--unsafe-no-sandbox`), the kernel runs as the grader's user with no namespace at all.
@@ -34,6 +35,7 @@ import shutil
 import signal
 import socket
 import sys
+import time
 
 CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS = 0x00020000, 0x02000000, 0x04000000
 CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x08000000, 0x20000000, 0x40000000
@@ -198,9 +200,32 @@ class SandboxError(Exception):
     """A step of the sandbox that this machine does not allow, said in one line."""
 
 
+LOG_LIMIT = 1 << 20  # bytes of a kernel's console output kept in its kernel.log, on the grader's disk
+
+
+def _log_pump() -> tuple[int, int]:
+    """A pipe for the kernel's console output (fd 1 and 2: its kernel.log, which the grader quotes when a kernel
+    cannot start): a process of its own, root in the sandbox, copies the first LOG_LIMIT bytes to the log and
+    drops the rest, so the kernel never holds the grader's file (ipykernel keeps copies of fd 1 and 2).
+    Returns the pipe's end to write to and the pump's pid."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(write)
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        left = LOG_LIMIT
+        while chunk := os.read(read, 1 << 16):
+            if left > 0:
+                os.write(1, chunk[:left])
+                left -= len(chunk)
+        os._exit(0)
+    os.close(read)
+    return write, pid
+
+
 def enter(spec: dict) -> None:
     """In a fresh process (root): new namespaces, the root built, privileges dropped. Returns only in the
-    third process, the one to become the kernel; the first waits outside and the second is PID 1."""
+    process that becomes the kernel; the first waits outside, the second is PID 1, the third pumps the log."""
     if _libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP):
         raise SandboxError(f"no right to create Linux namespaces (unshare: {os.strerror(ctypes.get_errno())}; "
                            "it needs root with CAP_SYS_ADMIN)")
@@ -215,15 +240,26 @@ def enter(spec: dict) -> None:
         os._exit(1)
     os.close(alive_r)
     build_root(spec)
+    console, pump = _log_pump()
     pid = os.fork()
-    if pid:  # PID 1 of the namespace: reap orphans until the kernel exits
+    if pid:  # PID 1 of the namespace: reap orphans until the kernel exits, then let the log's pump finish
+        os.close(console)
         while True:
             try:
                 done, status = os.waitpid(-1, 0)
             except ChildProcessError:
                 os._exit(1)
+            if done == pump:
+                pump = None
             if done == pid:
+                for _ in range(50):  # up to 1 s: PID 1's exit kills the pump with the namespace
+                    if pump is None or os.waitpid(pump, os.WNOHANG)[0]:
+                        break
+                    time.sleep(0.02)
                 os._exit(_exit_code(status))
+    for fd in (1, 2):
+        os.dup2(console, fd)
+    os.close(console)
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     confine(spec)
 

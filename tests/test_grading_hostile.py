@@ -227,7 +227,13 @@ def hostile_class(course: Path, folder: Path, port: int) -> dict[str, object]:
     dup.cells.insert(j + 1, copy.deepcopy(dup.cells[j]))
     nbs["duplicate"] = dup
     nbs["diskfill"] = insert_after(right, "solution_training_bytes", (
-        "import os, sys\n"
+        "import os, stat, sys\n"
+        "for fd in range(1024):  # ipykernel keeps copies of the console's fds: none may be a file of the grader's\n"
+        "    try:\n"
+        "        if stat.S_ISREG(os.fstat(fd).st_mode):\n"
+        "            print('GRADER FILE OPEN', os.readlink(f'/proc/self/fd/{fd}'))\n"
+        "    except OSError:\n"
+        "        pass\n"
         "connection = sys.argv[sys.argv.index('-f') + 1]  # in the kernel's runtime folder, on the grader's disk\n"
         "for path in (os.path.join(os.path.dirname(connection), 'fill.bin'), connection):\n"
         "    try:\n"
@@ -369,6 +375,7 @@ def test_the_batch_left_every_other_student_and_the_course_untouched(graded, cou
     assert "fork refused after" in outputs(course, "forkbomb")
     fill = outputs(course, "diskfill")  # 64 MB of the limit, written in 16 MB files: the fifth one is refused
     assert "folder: 64 MB written, then errno 28" in fill and fill.count("runtime refused: PermissionError") == 2, fill
+    assert "GRADER FILE OPEN" not in fill, fill
     assert (course / "autograded" / "huge_output" / EX02 / f"{EX02}.ipynb").stat().st_size < 2 * 1024 ** 2
 
 

@@ -122,6 +122,24 @@ def two_kernels() -> list[dict]:
     return [run_kernel(Sandbox(), UID), run_kernel(Sandbox(), UID + 1)]
 
 
+def test_a_kernel_that_cannot_start_says_why_in_its_log():
+    """Its console output reaches kernel.log (which the grader quotes) through the sandbox's pump: is the
+    error of a kernel that cannot start there in full, before the sandbox is torn down?"""
+    tmp = submission_folder()
+    work, runtime = os.path.join(tmp, "work"), os.path.join(tmp, "runtime")
+    for folder in (work, runtime):
+        os.mkdir(folder)
+        os.chown(folder, UID, UID)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("print(1)")]
+    executor = SandboxedExecute(sandbox=Sandbox(processes=1), workdir=work, runtime=runtime, uid=UID,
+                                warm=("numpy",))  # no second thread: ZeroMQ cannot start its own
+    with pytest.raises(RuntimeError, match="Kernel died before replying to kernel_info"):
+        executor.preprocess(nb, {"metadata": {"path": work}})
+    log = open(os.path.join(tmp, "kernel.log"), errors="replace").read()
+    assert log.strip() == "Resource temporarily unavailable (src/thread.cpp:241)", log[-2000:]
+
+
 def test_kernel_runs_as_its_own_user_with_no_privilege(two_kernels):
     """Is the kernel its own user id, with no capability at all, unable to gain any, and out of reach of the
     processes it starts (not dumpable: a child cannot read or write its memory)?"""
@@ -137,7 +155,7 @@ def test_kernel_sees_only_its_sandbox(two_kernels):
     and nothing of the zygote (its socket, the grader's code)?"""
     facts = two_kernels[0]
     assert facts["hostname"] == "sandbox"
-    assert facts["pids"][:2] == [1, 2] and max(facts["pids"]) < 50  # PID 1 (the reaper), 2 (the kernel)
+    assert facts["pids"][:3] == [1, 2, 3] and max(facts["pids"]) < 50  # the reaper, the log's pump, the kernel
     assert not any(facts["visible"].values()), facts["visible"]  # the repository's dcv/ and .venv/ only
     assert not facts["usr_writable"] and facts["work_writable"]
     assert facts["home"] == facts["cwd"] == facts["work"]
@@ -277,7 +295,7 @@ def test_a_shared_zygote_serves_commands_and_falls_back(monkeypatch):
         facts = run_kernel(Sandbox(), UID + 2, warm=("dcv.plots",))
         assert zygote(("dcv.plots",)).process is None  # served by the shared one
         assert (facts["uid"], int(facts["cap_eff"], 16), facts["dumpable"]) == (UID + 2, 0, 0)
-        assert facts["pids"] == [1, 2] and facts["seqpacket"] == [] and not facts["grader_code"]
+        assert facts["pids"] == [1, 2, 3] and facts["seqpacket"] == [] and not facts["grader_code"]
         own = Zygote(("numpy", "keras"))
         assert own.process is not None  # keras: not in the shared one
         own.close()
