@@ -144,3 +144,7 @@ def test_every_assignment_scores_full_when_right_and_zero_when_untouched(everyon
            if student in ("right", "blank", "fool")}
     want = {"right": expected, "blank": 0.0, **({"fool": 0.0} if name in NUMERIC else {})}
     assert got == want, result.stdout[-3000:]
+    # a right answer draws no note but its written part's (a model's summary, styled HTML, is no finding)
+    notes = {line.split(None, 3)[0]: line.split(None, 3)[3:] for line in result.stdout.splitlines()
+             if line.split(None, 1)[:1] == ["right"]}
+    assert notes == {"right": ["needs manual grading"]}, result.stdout[-3000:]

@@ -32,6 +32,10 @@ HOSTILE = {  # markdown a student could write, each of which runs code when rend
     "form": "<form action=javascript:alert(1)><button>go</button></form>",
     "object": "<object data=javascript:alert(1)></object>",
     "link in attribute name": "<p [x](javascript:alert(1))>hi</p>",
+    "style that covers the page": '<div style="position:fixed;top:0;left:0;width:100%;height:100%">Score: 18/18</div>',
+    "style hidden in a colour": '<span style="color: red; background-image: url(https://example.com/x.png)">x</span>',
+    "style function": '<span style="color: expression(alert(1))">x</span>',
+    "style with a rule": '<span style="color: red; @import url(x.css)">x</span>',
 }
 
 ORDINARY = {  # what students write: nothing active, left as written
@@ -42,6 +46,15 @@ ORDINARY = {  # what students write: nothing active, left as written
     "table": "| a | b |\n|---|---|\n| 1 | 2 |",
     "some html": "Line<br>break, H<sub>2</sub>O, 10<sup>3</sup> &nbsp; <b>done</b>",
 }
+
+
+# What Keras 3 displays for `model.summary()` in a notebook (rich's HTML, captured from a kernel): colour
+# and type in `style` attributes, which a graded notebook keeps as they are.
+KERAS_SUMMARY = (
+    '<pre style="white-space:pre;overflow-x:auto;line-height:normal;font-family:Menlo,\'DejaVu Sans Mono\','
+    'consolas,\'Courier New\',monospace">│ dense (<span style="color: #0087ff; text-decoration-color: #0087ff">'
+    'Dense</span>) │ <span style="font-weight: bold"> Total params: </span>'
+    '<span style="color: #00af00; text-decoration-color: #00af00">10</span> (40.00 B)\n</pre>\n')
 
 
 @pytest.mark.parametrize("markdown", HOSTILE.values(), ids=HOSTILE.keys())
@@ -58,6 +71,21 @@ def test_what_could_run_is_found_and_shown_as_written(markdown):
 @pytest.mark.parametrize("markdown", ORDINARY.values(), ids=ORDINARY.keys())
 def test_ordinary_answers_are_left_alone(markdown):
     assert active(markdown2html(markdown)) == []
+
+
+def test_a_keras_summary_keeps_its_colours():
+    """Is the HTML of a model's summary left as it is (every student of exercises 3 and 7 shows one)?"""
+    assert active(KERAS_SUMMARY) == []
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("model.summary()", outputs=[
+        nbformat.v4.new_output("display_data", data={"text/html": KERAS_SUMMARY, "text/plain": "Model"})])]
+    assert make_inert(nb) == [] and nb.cells[0].outputs[0].data["text/html"] == KERAS_SUMMARY
+
+
+def test_clean_keeps_the_allowed_styles_and_drops_a_style_holding_more():
+    kept = '<span style="color: #00af00; font-weight: bold">10</span>'
+    assert clean(kept) == kept.replace('bold"', 'bold;"')  # bleach ends each declaration with ";"
+    assert clean('<span style="color: red; position: fixed">x</span>') == "<span>x</span>"
 
 
 def test_a_finding_says_nothing_the_student_chose():
@@ -90,7 +118,8 @@ def test_a_graded_notebook_is_made_inert():
     ]
     before = nbformat.writes(nb)
     changed = make_inert(nb)
-    assert len(changed) == 5, changed
+    assert len(changed) == 3, changed  # two cells shown as written, one line for the outputs of the third
+    assert changed[2] == "cell #5: output text/html (attribute onerror), application/javascript, image/svg+xml removed"
     assert nb.cells[0].source == ORDINARY["prose"] and nb.cells[3].source == "plain notes"
     assert nb.cells[1].source.startswith("*Shown as written") and nb.cells[2].cell_type == "markdown"
     html, js, svg, table, stream = nb.cells[4].outputs
