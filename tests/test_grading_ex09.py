@@ -172,6 +172,13 @@ def test_autograde_gives_the_expected_scores(autograded, course, submissions):
         assert "Grading: training skipped" in cell_outputs(course, student)["train_and_save"], student
 
 
+def test_a_right_answer_draws_no_note(autograded):
+    """Is alice's row of the score table free of notes but the written part's (a styled model summary is none)?"""
+    rows = {line.split(None, 3)[0]: line.split(None, 3)[3:] for line in autograded.stdout.splitlines()
+            if line.split(None, 1)[:1] == ["alice"]}
+    assert rows["alice"] in ([], ["needs manual grading"]), autograded.stdout[-3000:]
+
+
 def test_full_marks_write_nothing_to_stderr(autograded, course):
     """Does no graded cell of the correct submission write to stderr (nbgrader would score it 0)?"""
     nb = nbformat.read(course / "autograded" / "alice" / EX09 / f"{EX09}.ipynb", as_version=4)
