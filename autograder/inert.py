@@ -26,8 +26,8 @@ TAGS = frozenset({"a", "abbr", "b", "blockquote", "br", "caption", "code", "dd",
                   "u", "ul"})
 ATTRIBUTES = frozenset({"alt", "title", "class", "id", "href", "src", "width", "height", "align", "colspan",
                         "rowspan", "border", "start"})
-# CSS properties a `style` attribute may set: colour and type only; nothing that places, sizes, hides or
-# loads (position, display, content, background images...), so no output can cover or mimic the page.
+# CSS properties a `style` attribute may set: colour and type only (text may be made large, but stays in
+# the flow); nothing that places, hides or loads (position, display, content, background images...).
 STYLES = frozenset({"color", "background-color", "font-family", "font-size", "font-style", "font-weight",
                     "line-height", "overflow-x", "text-align", "text-decoration", "text-decoration-color",
                     "text-decoration-line", "vertical-align", "white-space"})
