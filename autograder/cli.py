@@ -40,8 +40,22 @@ class Stopped(KeyboardInterrupt):
     """`kill` (SIGTERM) or a closed terminal (SIGHUP): handled as Ctrl-C is, its clean-up included."""
 
 
+# The signal that stopped the command, once one has: its handler raises at once, but Python drops an
+# exception raised inside a finalizer or a weakref callback, and the loops waiting on grading raise it
+# again at their next look (`raise_if_stopped`), so that no stop is ever lost.
+STOPPED: list[int] = []
+
+
 def stop(signum: int, frame: object) -> None:
-    raise Stopped(signal.Signals(signum).name)
+    """Ctrl-C (SIGINT), `kill` (SIGTERM), a closed terminal (SIGHUP): stop the command now."""
+    STOPPED.append(signum)
+    raise_if_stopped()
+
+
+def raise_if_stopped() -> None:
+    """Raise KeyboardInterrupt (Ctrl-C) or Stopped (another signal) when a signal has stopped the command."""
+    if STOPPED:
+        raise KeyboardInterrupt() if STOPPED[0] == signal.SIGINT else Stopped(signal.Signals(STOPPED[0]).name)
 
 
 class PlainText:
@@ -73,8 +87,11 @@ def main(argv: list[str] | None = None) -> int:
 def run_command(argv: list[str] | None = None) -> int:
     """Parse the command line and run the command; return the exit status."""
     args = parser().parse_args(argv)
+    STOPPED.clear()
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, stop)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where Ctrl-C is ignored (nohup, &)
+        signal.signal(signal.SIGINT, stop)
     # nbgrader runs `alembic` (its database migrations) from PATH: make the venv's bin/ visible
     # even when the venv is not activated.
     bindir = str(Path(sys.executable).parent)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import multiprocessing
 import signal
 import sys
+import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 from .grading import Job, Result, grade, template
 
@@ -25,6 +26,7 @@ def failed(job: Job, exc: BaseException) -> Result:
 # What a Dask scheduler is sent ahead of the workers: at most this many submissions, and no more once
 # their files reach SENT_BYTES (a class of 500 exercise-10 models, 14 MB each, is 7 GB).
 SENT_JOBS, SENT_BYTES = 512, 1 << 30
+LOOK = 0.2  # seconds between looks, while waiting on workers, at whether a signal stopped the command
 
 
 def worker_start() -> None:
@@ -46,12 +48,16 @@ def stop_workers(pool: ProcessPoolExecutor) -> None:
     pool.shutdown(wait=False, cancel_futures=True)  # (which forgets them)
     for process in processes:
         process.kill()
+    for process in processes:  # gone before the command exits: none left for its parent's init to reap
+        process.join(timeout=10)
 
 
 def run(jobs: list[Job], on_result: Callable[[Job, Result], None], workers: int = 1,
         scheduler: str | None = None) -> None:
     """Grade every job, serially, on `workers` local processes, or on the Dask cluster at `scheduler`."""
     from tqdm import tqdm
+
+    from .cli import raise_if_stopped
 
     bar = tqdm(total=len(jobs), unit="submission", file=sys.stderr, disable=None, leave=False)
 
@@ -81,7 +87,12 @@ def run(jobs: list[Job], on_result: Callable[[Job, Result], None], workers: int 
                         running.add(future)
 
                 send()
-                for future in running:
+                while not running.is_empty():
+                    raise_if_stopped()
+                    if not running.has_ready():
+                        time.sleep(LOOK)
+                        continue
+                    future = next(running)
                     job, _ = futures.pop(future), sizes.pop(future)
                     try:
                         result = future.result()
@@ -98,14 +109,18 @@ def run(jobs: list[Job], on_result: Callable[[Job, Result], None], workers: int 
                                        initializer=worker_start)
             try:
                 futures = {pool.submit(grade, job): job for job in jobs}  # jobs name folders: small
-                for future in as_completed(futures):
-                    job = futures.pop(future)  # the result is released once merged
-                    try:
-                        result = future.result()
-                    except Exception as exc:
-                        result = failed(job, exc)
-                    del future
-                    done(job, result)
+                while futures:
+                    finished, _ = wait(futures, timeout=LOOK, return_when=FIRST_COMPLETED)
+                    raise_if_stopped()
+                    while finished:
+                        future = finished.pop()
+                        job = futures.pop(future)  # the result is released once merged
+                        try:
+                            result = future.result()
+                        except Exception as exc:
+                            result = failed(job, exc)
+                        del future
+                        done(job, result)
             except BaseException:  # Ctrl-C, `kill`: a worker left waiting would keep the command from exiting
                 stop_workers(pool)
                 raise
@@ -118,5 +133,6 @@ def run(jobs: list[Job], on_result: Callable[[Job, Result], None], workers: int 
                 except Exception as exc:  # as on a worker: reported, graded again by the next run
                     result = failed(job, exc)
                 done(job, result)
+                raise_if_stopped()
     finally:
         bar.close()
