@@ -24,8 +24,8 @@ import numpy as np
 __all__ = ["STYLE_LAYERS", "CONTENT_LAYER", "gram_matrix", "style_loss", "content_loss",
            "total_variation_loss", "style_extractor", "transfer"]
 
-# The first activation of stages 1 to 5 (from 1/2 down to 1/16 of the image side), and one deeper
-# layer for the content: the choice of exercise 11.
+# The stem's activation and the first activation of stages 2 to 5 (from 1/2 down to 1/16 of the image
+# side); for the content, the output of block 4c (1/16, just before the last style layer): exercise 11's choice.
 STYLE_LAYERS: tuple[str, ...] = ("stem_activation", "block2a_expand_activation",
                                  "block3a_expand_activation", "block4a_expand_activation",
                                  "block5a_expand_activation")
