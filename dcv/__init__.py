@@ -14,7 +14,8 @@ Modules:
 - ``synthetic``: data sets the course generates (digits on canvases, scenes);
 - ``style``: neural style transfer (Gram matrices, losses, the optimisation loop);
 - ``training``: training exercise 9's CNN fast on any device (configuration, augmentation, timing);
-- ``grader``: the exercise-9 grader's checks (safe loading, from scratch, accuracy);
+- ``grader``: the graders' checks (answers compared without being fooled; a handed-in model loaded
+  safely, from scratch, scored);
 - ``plots``: figures and block diagrams shared by the book.
 """
 

@@ -3,6 +3,8 @@ the student's own CNN, score it (exercise 9).
 
 - ``equals()``: an answer equals the expected number (or tuple of numbers) and is a plain number, so an
   object whose ``==`` always says yes scores nothing;
+- ``numeric_array()``: an answer as a NumPy array of numbers, so that no object (or array of objects) can
+  make ``np.allclose`` or ``np.array_equal`` say yes;
 
 - ``load_saved_model()``: a ``.keras`` file loaded with ``safe_mode`` and ``compile=False``; a
   ``Lambda`` layer or any class or function that is not Keras' own is refused before anything runs;
@@ -31,8 +33,8 @@ import numpy as np
 
 from dcv.training import all_layers
 
-__all__ = ["equals", "load_saved_model", "from_scratch_problems", "pretrained_uses", "accuracy", "fingerprint",
-           "MAX_PARAMS", "APPLICATION_NAMES", "REFUSED_LAYERS", "PRETRAINED_MODULES"]
+__all__ = ["equals", "numeric_array", "load_saved_model", "from_scratch_problems", "pretrained_uses", "accuracy",
+           "fingerprint", "MAX_PARAMS", "APPLICATION_NAMES", "REFUSED_LAYERS", "PRETRAINED_MODULES"]
 
 # A from-scratch MNIST CNN needs far fewer: the HOML baseline has 1.6 M parameters.
 MAX_PARAMS = 5_000_000
@@ -70,6 +72,24 @@ def equals(value: Any, expected: Any) -> bool:
     if type(expected) in (set, frozenset):
         return type(value) in (set, frozenset) and all(type(v) in PLAIN for v in value) and value == expected
     return type(value) in PLAIN and bool(value == expected)
+
+
+# What an array holds when it is not numbers, for the message of `numeric_array()`.
+_KINDS = {"O": "objects", "U": "strings", "S": "bytes", "c": "complex numbers", "M": "dates", "m": "durations",
+          "V": "records"}
+
+
+def numeric_array(value: Any, what: str = "the answer") -> np.ndarray:
+    """`value` as a NumPy array of booleans, integers or floats; AssertionError saying what it got otherwise."""
+    try:
+        array = np.asarray(value)  # a tensor or a list of numbers converts; an ndarray subclass loses its class
+    except Exception as exc:  # an object whose conversion fails
+        raise AssertionError(f"{what} must be an array of numbers, not {type(value).__name__} "
+                             f"({type(exc).__name__} when converted)") from None
+    if type(array) is not np.ndarray or array.dtype.kind not in "biuf":
+        held = f" of {_KINDS.get(array.dtype.kind, str(array.dtype))}" if array.ndim else ""
+        raise AssertionError(f"{what} must be an array of numbers, not {type(value).__name__}{held}")
+    return array
 
 
 def load_saved_model(path: str | os.PathLike) -> tuple[keras.Model | None, str]:

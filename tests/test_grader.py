@@ -14,7 +14,15 @@ import numpy as np
 import pytest
 from test_training import small_cnn  # the same tiny CNN
 
-from dcv.grader import accuracy, equals, fingerprint, from_scratch_problems, load_saved_model, pretrained_uses
+from dcv.grader import (
+    accuracy,
+    equals,
+    fingerprint,
+    from_scratch_problems,
+    load_saved_model,
+    numeric_array,
+    pretrained_uses,
+)
 from dcv.training import save_model
 
 # ---------------------------------------------------------------------------------------------
@@ -280,3 +288,35 @@ def test_equals_compares_plain_numbers_and_is_not_fooled():
     assert equals({"conv": 84, "max_pool": 0}, {"max_pool": 0, "conv": 84}) and equals({"a", "b"}, {"b", "a"})
     assert not equals({"conv": AlwaysEqual(0), "max_pool": 0}, {"max_pool": 0, "conv": 84})
     assert not equals({"conv": 84}, {"max_pool": 0, "conv": 84}) and not equals({AlwaysEqual(0)}, {84})
+
+
+class AgreesWithNumPy:
+    """A hostile answer: whatever NumPy function gets it says yes, and np.asarray makes an array of objects
+    whose == says yes."""
+
+    def __array_function__(self, func, types, args, kwargs):
+        return True
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.empty((2, 3), dtype=object)
+        out[:] = [[AlwaysEqual(0)] * 3] * 2
+        return out
+
+
+def test_numeric_array_accepts_arrays_of_numbers_only():
+    """Does numeric_array pass arrays, tensors and lists of numbers through, and refuse what fools NumPy?"""
+    assert numeric_array([[1, 2, 3], [4, 5, 6]]).tolist() == [[1, 2, 3], [4, 5, 6]]
+    assert numeric_array(keras.ops.ones((2, 3))).dtype == np.float32
+    assert numeric_array(np.array([True, False])).dtype == bool and numeric_array(np.uint8(7)).shape == ()
+
+    class Subclass(np.ndarray):
+        def __eq__(self, other):
+            return np.ones(self.shape, bool)
+
+    assert type(numeric_array(np.zeros(3).view(Subclass))) is np.ndarray  # its == is gone
+    fool = AgreesWithNumPy()
+    assert np.allclose(fool, np.ones((2, 3))) and np.array_equal(np.asarray(fool), np.ones((2, 3)))  # fooled
+    for bad, said in [(fool, "AgreesWithNumPy of objects"), (None, "NoneType"), (["1", "2"], "list of strings"),
+                      ([1j], "list of complex numbers"), ([[1, 2], [3]], "list")]:
+        with pytest.raises(AssertionError, match=f"lrn's output must be an array of numbers, not {said}"):
+            numeric_array(bad, "lrn's output")

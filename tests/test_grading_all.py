@@ -2,8 +2,9 @@
 
 One temporary course folder: `release --all`; each release is checked for leaks; then, for each
 assignment, a correct submission (the solution's answers, and the files it hands in) must score every
-automatic point, an untouched one none, and for the numeric ones a `fool` (answers whose == always
-says yes) none. The helpers are test_grading.py's; exercise 9's students are in test_grading_ex09.py.
+automatic point, an untouched one none, and a `fool` none: its functions return an object that is equal
+to anything and that NumPy's comparisons (`np.allclose`, `np.array_equal`...) call, by itself or as an
+array of such objects. The helpers are test_grading.py's; exercise 9's students are in test_grading_ex09.py.
 """
 
 from __future__ import annotations
@@ -76,19 +77,78 @@ def artefacts(name: str) -> dict[str, Path]:
     return {rel: SOLUTIONS / name / rel for rel in handed_in(name)}
 
 
-# Assignments whose answers are numbers: a `fool` hands in functions that return an object whose ==
-# always says yes; the tests compare exact types and values (dcv.grader.equals), so it scores nothing.
-NUMERIC = ("ex01_cnn_vs_dense", "ex02_params_memory", "ex03_gpu_memory", "ex04_pooling_vs_stride", "ex08_segmentation")
-ALWAYS_EQUAL = """class AlwaysEqual(int):
+# What a `fool` hands in: every function of the solution returns a `Fool`, which is equal to (and smaller
+# and larger than) anything, answers every NumPy function and ufunc with yes, and converts with
+# np.asarray to an array of such objects shaped like the function's first argument. Against it, a test
+# must compare plain numbers (dcv.grader.equals) or arrays of numbers (dcv.grader.numeric_array): with
+# `np.allclose(lrn(a), expected)`, a `Fool` took every point of exercise 5's `lrn`.
+FOOL = """import numpy  # (`np` is the assignment's: rebinding it would be flagged)
+
+
+class Yes:
     def __eq__(self, other):
         return True
-    __ne__ = lambda self, other: False
-    __hash__ = int.__hash__
+
+    def __ne__(self, other):
+        return False
+
+    __lt__ = __le__ = __gt__ = __ge__ = __eq__
+
+    def __bool__(self):
+        return True
+
+    def __hash__(self):
+        return 0
+
+    def __float__(self):
+        return 0.0
+
+    def __int__(self):
+        return 0
+
+    __index__ = __int__
+
+    def __contains__(self, item):
+        return True
+
+    def __iter__(self):  # (else Python iterates with __getitem__, forever)
+        raise TypeError("a Yes is not iterable")
+
+    def __array_function__(self, func, types, args, kwargs):
+        return Yes()
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return Yes()
+
+    def _yes(self, *args, **kwargs):
+        return Yes()
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = __pow__ = _yes
+    __abs__ = __neg__ = __getitem__ = __call__ = _yes
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return Yes()
+
+
+class Fool(Yes):
+    def __init__(self, like=None):
+        try:
+            self.shape = tuple(int(n) for n in like.shape)
+        except Exception:
+            self.shape = ()
+
+    def __array__(self, dtype=None, copy=None):
+        out = numpy.empty(self.shape, dtype=object)
+        for i in range(out.size):
+            out.flat[i] = Yes()
+        return out
 """
 
 
 def fool(released, source):
-    """The released notebook with every function the solution defines returning AlwaysEqual(0)."""
+    """The released notebook with every function the solution defines returning a `Fool`."""
     import ast
 
     nb = copy.deepcopy(released)
@@ -97,8 +157,8 @@ def fool(released, source):
         if nbgrader_meta(cell).get("solution") and cell.cell_type == "code":
             names = [n.name for n in ast.parse(answers[nbgrader_meta(cell)["grade_id"]]).body
                      if isinstance(n, ast.FunctionDef)]
-            cell.source = ALWAYS_EQUAL + "".join(
-                f"\ndef {n}(*args, **kwargs):\n    return AlwaysEqual(0)\n" for n in names)
+            cell.source = FOOL + "".join(
+                f"\n\ndef {n}(*args, **kwargs):\n    return Fool(args[0] if args else None)\n" for n in names)
     return nb
 
 
@@ -108,8 +168,8 @@ EVERY = [name for name in ASSIGNMENTS if name != "ex09_mnist"]
 
 @pytest.fixture(scope="module")
 def everyone(released, course, tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
-    """Autograde, for every assignment, `right` (the solution's answers), `blank` (untouched) and, for the
-    numeric ones, `fool` (answers whose == always says yes)."""
+    """Autograde, for every assignment, `right` (the solution's answers), `blank` (untouched) and `fool`
+    (answers that are equal to anything, to NumPy too)."""
     def grade(name: str) -> subprocess.CompletedProcess:
         folder = tmp_path_factory.mktemp(f"all-{name}")
         release_dir = course / "release" / name
@@ -120,9 +180,8 @@ def everyone(released, course, tmp_path_factory) -> dict[str, subprocess.Complet
             release = nbformat.read(nb_path, as_version=4)
             source = nbformat.read(SOLUTIONS / name / nb_path.name, as_version=4)
             nbformat.write(solve(release, source), right / nb_path.name)
-            if name in NUMERIC:
-                (folder / "fool" / name).mkdir(parents=True, exist_ok=True)
-                nbformat.write(fool(release, source), folder / "fool" / name / nb_path.name)
+            (folder / "fool" / name).mkdir(parents=True, exist_ok=True)
+            nbformat.write(fool(release, source), folder / "fool" / name / nb_path.name)
         for file_name, path in artefacts(name).items():
             shutil.copy2(path, right / file_name)
         return cli("autograde", name, str(folder), course=course)
@@ -135,14 +194,15 @@ def everyone(released, course, tmp_path_factory) -> dict[str, subprocess.Complet
 @pytest.mark.slow
 @pytest.mark.parametrize("name", EVERY)
 def test_every_assignment_scores_full_when_right_and_zero_when_untouched(everyone, course, name):
-    """Does each assignment give its solution every automatic point and an untouched notebook none?"""
+    """Does each assignment give its solution every automatic point, and an untouched notebook or answers
+    that are equal to anything none?"""
     result = everyone[name]
     assert result.returncode == 0, result.stdout + result.stderr
     expected = sum(auto_points(nbformat.read(p, as_version=4)) for p in (SOLUTIONS / name).glob("*.ipynb"))
     assert expected > 0
     got = {student: score for student, score in scores(course, name).items()
            if student in ("right", "blank", "fool")}
-    want = {"right": expected, "blank": 0.0, **({"fool": 0.0} if name in NUMERIC else {})}
+    want = {"right": expected, "blank": 0.0, "fool": 0.0}
     assert got == want, result.stdout[-3000:]
     # a right answer draws no note but its written part's (a model's summary, styled HTML, is no finding)
     notes = {line.split(None, 3)[0]: line.split(None, 3)[3:] for line in result.stdout.splitlines()
