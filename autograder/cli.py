@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .submissions import files, find_submissions, links, notebook_problem, same  # noqa: F401 (used by tests)
+from .submissions import TIMESTAMP, files, find_submissions, links, notebook_problem, same  # noqa: F401 (used by tests)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -440,7 +440,7 @@ def collect_into(course: Path, name: str, source: Path, pattern: str | None, for
             record.write_status(course, name, student, state="not graded", score=0.0, max_score=None,
                                 reasons=[why.split(": ", 1)[1]])
             continue
-        stamp = course / "submitted" / student / name / "timestamp.txt"
+        stamp = course / "submitted" / student / name / TIMESTAMP
         if stamp.is_file() and (how := collect.late(stamp.read_text().strip(), due)):
             notes.setdefault(student, []).append(how)
         saved = course / "collect" / name / f"{student}.json"
@@ -561,7 +561,7 @@ def autograde(args: argparse.Namespace) -> int:
         if before and before.get("digest") == digest and before.get("state") == "graded" and not args.force:
             print(f"already graded: {student} (same submission; --force grades it again)")
             continue
-        stamp = paths["timestamp.txt"].read_bytes().decode(errors="replace").strip() if "timestamp.txt" in paths else ""
+        stamp = paths[TIMESTAMP].read_bytes().decode(errors="replace").strip() if TIMESTAMP in paths else ""
         jobs.append((grading.Job(name, student, definition, str(folder), overwrite, config, warm, stamp or None,
                                  notes.get(student, [])), digest))
     if jobs and config.Sandbox.enabled:

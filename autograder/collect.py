@@ -16,6 +16,8 @@ import zipfile
 import zlib
 from pathlib import Path
 
+from .submissions import TIMESTAMP
+
 MAX_UNZIPPED = 2 * 1024 ** 3  # bytes a zip may expand to
 
 
@@ -89,7 +91,7 @@ def by_pattern(files: list[Path], pattern: str, folder: Path, name: str, extensi
         if stamp:
             stamps[student] = max(stamps.get(student, ""), stamp)
     for student, stamp in stamps.items():
-        (folder / student / name / "timestamp.txt").write_text(stamp + "\n")
+        (folder / student / name / TIMESTAMP).write_text(stamp + "\n")
     return problems, stamps
 
 

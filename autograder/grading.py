@@ -46,6 +46,7 @@ from traitlets.config import Config
 
 from .inert import make_inert
 from .sandbox import MB, Sandbox, SandboxedKernelManager, Watchdog
+from .submissions import TIMESTAMP
 
 NOT_RUN = "NotRun"  # ename of the error output given to a cell that never ran (it scores 0)
 
@@ -79,10 +80,10 @@ class GradingError(Exception):
 
 
 def submission_files(folder: Path) -> dict[str, bytes]:
-    """The files of a collected submission, but collect's timestamp.txt: relative path -> content."""
+    """The files of a collected submission, but nbgrader's timestamp.txt: relative path -> content."""
     from .submissions import files
 
-    return {rel: path.read_bytes() for rel, path in files(folder).items() if rel != "timestamp.txt"}
+    return {rel: path.read_bytes() for rel, path in files(folder).items() if rel != TIMESTAMP}
 
 
 @dataclass

@@ -9,6 +9,8 @@ import shutil
 from pathlib import Path
 
 COPY_IGNORE = (".ipynb_checkpoints", "__pycache__", "*.pyc", "feedback")
+# nbgrader's record of when a submission was handed in, beside its notebooks.
+TIMESTAMP = "timestamp.txt"
 
 
 def notebook_problem_text(data: bytes) -> str | None:
@@ -88,7 +90,8 @@ def find_submissions(folder: Path, name: str, expected: list[str], handed_in: li
     """Each student's files (relative path in submitted/<student>/<name>/ -> file), problems, notes.
 
     `expected` are the assignment's notebook file names, `handed_in` the other files its students hand in
-    (a trained model), taken from beside a notebook handed in alone too; a note names any missing. A
+    (a trained model), taken from beside a notebook handed in alone too, as is nbgrader's timestamp.txt;
+    a note names any handed-in file missing. A
     student whose notebook cannot be read maps to {}: reported, not copied, scored 0. A single
     notebook under another name is taken as the assignment's (when it has one notebook), and a note
     says so.
@@ -104,7 +107,7 @@ def find_submissions(folder: Path, name: str, expected: list[str], handed_in: li
             notes.setdefault(student, []).append(f"left out, symbolic link(s): {', '.join(linked)}")
         nested, flat = student_dir / name, student_dir / f"{name}.ipynb"
         loose = sorted(p for p in student_dir.glob("*.ipynb") if regular(p))
-        beside = {rel: student_dir / rel for rel in handed_in if regular(student_dir / rel)}
+        beside = {rel: student_dir / rel for rel in [*handed_in, TIMESTAMP] if regular(student_dir / rel)}
         if nested.is_dir() and not nested.is_symlink() and any(regular(p) for p in nested.glob("*.ipynb")):
             content = files(nested)
         elif regular(flat) and len(expected) == 1:

@@ -130,6 +130,24 @@ def test_a_handed_in_model_is_taken_from_beside_a_lone_notebook(tmp_path):
     assert "mnist_model.keras not handed in: the tests that load it score 0" in notes["nomodel"]
 
 
+def test_a_timestamp_beside_a_lone_notebook_is_kept_and_its_lateness_said(collected, tmp_path):
+    """nbgrader's timestamp.txt beside <student>/<assignment>.ipynb (not only in <student>/<assignment>/):
+    is it collected, and is a late one said, in both layouts?"""
+    course, _ = collected
+    release = nbformat.read(course / "release" / EX02 / f"{EX02}.ipynb", as_version=4)
+    for student, where in {"flat": "", "nested": f"{EX02}/"}.items():
+        (tmp_path / student / where).mkdir(parents=True, exist_ok=True)
+        nbformat.write(release, tmp_path / student / where / f"{EX02}.ipynb")
+        (tmp_path / student / where / "timestamp.txt").write_text("2026-12-01 06:30:00 UTC\n")
+    result = cli("collect", EX02, str(tmp_path), course=course)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.split()}
+    for student in ("flat", "nested"):
+        kept = course / "submitted" / student / EX02 / "timestamp.txt"
+        assert kept.read_text().strip() == "2026-12-01 06:30:00 UTC", student
+        assert "late: submitted 2026-12-01 06:30, 6.5 h after the due date" in lines[student], result.stdout
+
+
 def test_symbolic_links_are_never_followed(tmp_path):
     """A student's folder (a cloned repository keeps links) may hold links to any file the instructor can
     read: the solution with its hidden tests, another student's work. Is each link reported and left
