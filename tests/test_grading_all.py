@@ -77,11 +77,12 @@ def artefacts(name: str) -> dict[str, Path]:
     return {rel: SOLUTIONS / name / rel for rel in handed_in(name)}
 
 
-# What a `fool` hands in: every function of the solution returns a `Fool`, which is equal to (and smaller
-# and larger than) anything, answers every NumPy function and ufunc with yes, and converts with
-# np.asarray to an array of such objects shaped like the function's first argument. Against it, a test
-# must compare plain numbers (dcv.grader.equals) or arrays of numbers (dcv.grader.numeric_array): with
-# `np.allclose(lrn(a), expected)`, a `Fool` took every point of exercise 5's `lrn`.
+# What a `fool` hands in: every function of the solution returns, given an array, a `Fool`, which is equal
+# to (and smaller and larger than) anything, answers every NumPy function and ufunc with yes, and converts
+# with np.asarray to an array of such objects shaped like that array; given anything else, an int whose ==
+# always says yes. Against them, a test must compare plain numbers (dcv.grader.equals) or arrays of
+# numbers (dcv.grader.numeric_array): with `np.allclose(lrn(a), expected)`, a `Fool` took every point of
+# exercise 5's `lrn`.
 FOOL = """import numpy  # (`np` is the assignment's: rebinding it would be flagged)
 
 
@@ -144,11 +145,25 @@ class Fool(Yes):
         for i in range(out.size):
             out.flat[i] = Yes()
         return out
+
+
+class AlwaysEqual(int):
+    def __eq__(self, other):
+        return True
+
+    def __ne__(self, other):
+        return False
+
+    __hash__ = int.__hash__
+
+
+def fooling_answer(*args):
+    return Fool(args[0]) if args and hasattr(args[0], "shape") else AlwaysEqual(0)
 """
 
 
 def fool(released, source):
-    """The released notebook with every function the solution defines returning a `Fool`."""
+    """The released notebook with every function the solution defines returning a `Fool` or an `AlwaysEqual`."""
     import ast
 
     nb = copy.deepcopy(released)
@@ -158,7 +173,7 @@ def fool(released, source):
             names = [n.name for n in ast.parse(answers[nbgrader_meta(cell)["grade_id"]]).body
                      if isinstance(n, ast.FunctionDef)]
             cell.source = FOOL + "".join(
-                f"\n\ndef {n}(*args, **kwargs):\n    return Fool(args[0] if args else None)\n" for n in names)
+                f"\n\ndef {n}(*args, **kwargs):\n    return fooling_answer(*args)\n" for n in names)
     return nb
 
 
