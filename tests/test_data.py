@@ -127,10 +127,11 @@ def test_fashion_mnist_matches_documented_facts() -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_cache_serves_and_matches_checksum(name: str, real: dict[str, data.Arrays]) -> None:
-    """Is a second load served from the local cache quickly, with the expected checksum?"""
-    start = time.perf_counter()
+    """Is a second load served from the local cache quickly (0.2 s of CPU here; the bound is on CPU time, which
+    waits for a busy core do not lengthen), with the expected checksum?"""
+    start = time.process_time()
     arrays, source = data._load(name)
-    assert source.startswith("local cache") and time.perf_counter() - start < 5
+    assert source.startswith("local cache") and time.process_time() - start < 5
     assert sources.array_digest(*arrays) == data.SHA256[name]
     _assert_same(arrays, real[name])
 

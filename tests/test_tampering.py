@@ -161,15 +161,17 @@ def test_reads_and_bindings():
 def test_code_too_large_or_too_deep_to_read_is_flagged_not_read():
     """Reading takes the grader about 10 s per MB, outside the sandbox's limits, and Python's parser gives
     up on deep nesting: is such a cell flagged for review in a second, while the notebook's other cells are
-    still read?"""
+    still read? The grader's CPU time is what is bounded (0.6 s on an AVX-512 EPYC core): the wall time
+    also counts the waits for a core, and took 14 s in a CI run on a host throttled to a third of this one's
+    speed, its cores shared by four processes."""
     import time
 
     big = "x = [" + ",".join(["[1]"] * 1_000_000) + "]"  # 4 MB: 40 s to read
     deep = "x = " + "+".join(["1"] * 100_000)            # RecursionError in ast.parse
-    start = time.monotonic()
+    start = time.process_time()
     found = findings([("setup", True, "exactly = lambda a, b: a == b"), ("#2", False, big), ("#3", False, deep),
                       ("#4", False, "exactly = 1"), ("test", True, "assert exactly(1, 1)")])
-    assert time.monotonic() - start < 10
+    assert time.process_time() - start < 10
     assert found == ["cell #4 rebinds `exactly`, which the assignment's code defines and reads later",
                      "cell #2 was not read: 3,906 KB of code, past the 256 KB of a notebook's code that the "
                      "grader reads",
