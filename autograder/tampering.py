@@ -12,20 +12,29 @@ and outside the kernel, and lists what such code would need:
   or a star import, or deleting it;
 - assigning or deleting an attribute of an imported module or class, or of a name a locked cell
   defined (`np.allclose = ...`, `keras.Model.predict = ...`, `exactly.__code__ = ...`), also under
-  another name (`m = math; m.ceil = ...`, `[math][0].ceil = ...`), and using a module as a value
-  (`f(math)`: a function could change it as its parameter);
+  another name (`m = math; m.ceil = ...`, `[math][0].ceil = ...`, a class of one's own that holds it:
+  `class A: m = math`), or on what a plain call returns (`type(model).predict = ...`, `g().ceil = ...`:
+  a class or module it returns), and using a module as a value (`f(math)`: a function could change it
+  as its parameter);
 - reading the code of the running test, which holds the values it expects: IPython's record of the
   cells (`In[-1]`, `_ih`), `__main__`, `traceback`, `linecache`, frames and code objects (`f_code`,
   `co_consts`, `__traceback__`), and `stacklevel=` or `stack_info=` (a warning's or a log's caller);
 - the ways around reading code: `exec`, `eval`, `compile`, `__import__`, `setattr`, `delattr`,
   `getattr` or `operator.attrgetter` with a computed or reaching name, `globals`, `locals`, `vars`,
-  `get_ipython`, IPython magics and shell escapes, attributes such as `__dict__`, `__globals__`,
-  `__code__`, `__builtins__`, `__class__`, `__subclasses__`, a module reached as another's attribute
-  (`os.sys`), and `sys`'s hooks and tables (`sys.settrace`, `sys.modules`, `sys._getframe`...);
+  `get_ipython`, IPython magics and shell escapes, these names also as another module's attribute or
+  import (`ipywidgets.get_ipython`), attributes such as `__dict__`, `__globals__`, `__code__`,
+  `__builtins__`, `__class__`, `__subclasses__`, also named in a string (`"{0.__globals__}".format(f)`
+  reads it, and so does a template), a format template that is not written out, a module reached as
+  another's attribute (`os.sys`), and `sys`'s hooks and tables (`sys.settrace`, `sys.modules`,
+  `sys._getframe`, `sys.last_traceback`...);
 - making a read-only array writable (`x.flags.writeable = True`, `x.setflags(write=True)`): the data the
   tests read (e.g. `dcv.data.mnist_scaled()`, shared by every call in the kernel) are read-only;
 - importing the interpreter's or the kernel's machinery (`builtins`, `gc`, `inspect`, `ctypes`,
-  `importlib`, `IPython`, `types`, `unittest.mock`, `pickle`...).
+  `importlib`, `IPython`, `types`, `unittest.mock`, `pickle`...), or a module that runs code given as
+  text (`timeit`'s statements, `doctest`, `jinja2` and `mako` templates), imports by a dotted name
+  (`pydoc.locate`), unpickles (`joblib`, `shelve`, `dask`), or prints the stack's files and lines
+  (`faulthandler`), and the arguments that make a loader run stored code (`allow_pickle=True`,
+  `safe_mode=False`).
 
 Processes the notebook starts (`os.system`, `subprocess`) are not listed: the kernel runs under a user
 id that has just changed, so it is not "dumpable" and no process of that user can trace it or write
@@ -46,6 +55,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import re
 from collections.abc import Iterable
 
 # Callables that run or reach code by name, around what `ast` can read.
@@ -62,14 +72,17 @@ REACHING_ATTRIBUTES = frozenset({"__dict__", "__globals__", "__code__", "__built
                                  "f_code", "f_lineno", "f_lasti", "f_trace", "cr_frame", "ag_frame", "gi_code",
                                  "cr_code", "ag_code", "__traceback__", "tb_next", "co_consts", "co_names", "co_code",
                                  "co_filename", "co_positions", "co_lines", "findCaller", "__array_interface__",
-                                 "__array_struct__"})
+                                 "__array_struct__", "formatwarning", "enable_unsafe_deserialization"})
 # Modules (and their submodules) that reach into the interpreter, the kernel, or code not written out.
 REACHING_MODULES = frozenset({"builtins", "gc", "inspect", "ctypes", "cffi", "importlib", "IPython", "ipykernel",
                               "jupyter_client", "traitlets", "zmq", "types", "unittest", "code", "codeop", "dis",
                               "marshal", "pickle", "dill", "cloudpickle", "copyreg", "runpy", "pdb", "bdb",
                               "nbgrader", "nbformat", "__main__", "traceback", "linecache",
                               "tracemalloc", "trace", "cProfile", "profile", "cgitb", "pkgutil", "imp", "zipimport",
-                              "stack_data", "executing", "pure_eval", "asttokens"})
+                              "stack_data", "executing", "pure_eval", "asttokens", "_pytest",
+                              # code given as text or bytes, a dotted name imported, the stack's files and lines
+                              "timeit", "doctest", "jinja2", "mako", "pydoc", "joblib", "shelve", "dask",
+                              "distributed", "faulthandler"})
 # Modules reached as an attribute of another (`os.sys`, a library's `inspect`): their names there are the same.
 REACHING_AS_ATTRIBUTES = frozenset({"sys", "builtins", "gc", "inspect", "ctypes", "importlib", "traceback",
                                     "linecache", "marshal", "pickle", "tf_inspect", "__main__"})
@@ -78,13 +91,21 @@ HISTORY = frozenset({"In", "Out", "_ih", "_oh", "_i", "_ii", "_iii", "_dh"})
 # Keywords that ask for a caller's place in the code (`warnings.warn(..., stacklevel=2)` names the test's
 # line, and its message shows the line's code; `logging`'s `stack_info` prints the stack with its code).
 CALLER_KEYWORDS = frozenset({"stacklevel", "stack_info"})
+# Keywords of loaders, with the one value that keeps them from running code stored in a file or bytes
+# (`np.load(f, allow_pickle=True)` unpickles; `keras.saving.load_model(f, safe_mode=False)` runs a Lambda's code).
+SAFE_KEYWORDS = {"allow_pickle": False, "safe_mode": True}
+# Reaching callables that are also ordinary method names: `model.compile(...)` is Keras'.
+METHOD_NAMES = frozenset({"compile"})
+# Methods that read the attributes and items a template names (`"{0.__globals__}".format(f)`).
+FORMATTING = frozenset({"format", "format_map", "vformat", "get_field"})
 # Names every cell can read without binding them (`type`, `len`, `all`): a cell that rebinds one at top level
 # changes it for the assignment's functions too (`def type(x): return int` makes `type(answer) is int` true).
 BUILTINS = frozenset(dir(builtins)) - {"__doc__", "__name__", "__package__", "__loader__", "__spec__"}
 # What of `sys` reaches other code (its frames, its imports, its hooks); `import sys` alone is common.
 REACHING_SYS = frozenset({"settrace", "setprofile", "_getframe", "_current_frames", "modules", "meta_path",
                           "path_hooks", "path_importer_cache", "excepthook", "displayhook", "addaudithook",
-                          "breakpointhook", "monitoring", "call_tracing"})
+                          "breakpointhook", "monitoring", "call_tracing", "last_traceback", "last_value",
+                          "last_type", "last_exc"})  # last_*: the last failed cell's traceback (a test's)
 
 
 def _transform(source: str) -> str:
@@ -332,6 +353,9 @@ def aliases_of(trees: Iterable[ast.AST], roots: set[str]) -> set[str]:
                     pairs.append(([node.target], node.iter))
                 elif isinstance(node, (ast.With, ast.AsyncWith)):
                     pairs += [([i.optional_vars], i.context_expr) for i in node.items if i.optional_vars]
+                elif isinstance(node, ast.ClassDef):  # a class whose attribute holds a root: `A.t.x = ...`
+                    pairs += [([ast.Name(node.name)], s.value) for s in node.body
+                              if isinstance(s, (ast.Assign, ast.AnnAssign)) and s.value is not None]
                 elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
                     args = node.args
                     positional = [*args.posonlyargs, *args.args]
@@ -354,6 +378,22 @@ def _target_references(target: ast.Attribute) -> set[str]:
     return {node.id} if isinstance(node, ast.Name) else _references(node)
 
 
+def _called_in_target(target: ast.Attribute) -> str | None:
+    """The function whose result an attribute target's object comes from, when it is a plain call (`type` in
+    `type(x).predict`, `g` in `g().a.b`, "lambda"), not a method's (`model.get_layer("x").trainable`)."""
+    node: ast.AST = target.value
+    while isinstance(node, (ast.Attribute, ast.Subscript, ast.Call)):
+        if isinstance(node, ast.Call):
+            if isinstance(node.func, ast.Name):
+                return node.func.id
+            if isinstance(node.func, ast.Lambda):
+                return "lambda"
+            node = node.func.value if isinstance(node.func, ast.Attribute) else node.func
+        else:
+            node = node.value
+    return None
+
+
 def _name_read_by_string(node: ast.Call) -> str | None:
     """What a `getattr(x, name)`, `operator.attrgetter(name)` or `methodcaller(name)` call reads that `ast`
     cannot see: the name when it is a reaching one, "a computed name" when it is not written out."""
@@ -368,6 +408,20 @@ def _name_read_by_string(node: ast.Call) -> str | None:
         if name.value.split(".")[-1] in (REACHING_ATTRIBUTES | REACHING_SYS | REACHING_AS_ATTRIBUTES | HISTORY):
             return f"`{name.value}`"
     return None
+
+
+def _reaching_in_text(text: str) -> str | None:
+    """The first reaching attribute a string names (`"{0.__globals__[_ih]}"`: a format template or another
+    template language reads it), or None."""
+    return next((word for word in re.findall(r"[A-Za-z_]\w*", text) if word in REACHING_ATTRIBUTES), None)
+
+
+def _computed_template(node: ast.Call) -> bool:
+    """Is this a call that formats a template (`.format`, `.format_map`, a `string.Formatter`'s) not written
+    out as a string, which may name any attribute (`("{0.__glo" + "bals__}").format(f)`)?"""
+    func = node.func
+    return isinstance(func, ast.Attribute) and func.attr in FORMATTING and not (
+        isinstance(func.value, ast.Constant) and isinstance(func.value.value, str))
 
 
 def cell_findings(tree: ast.Module, needed: dict[str, str], roots: set[str], aliases: dict[str, str],
@@ -408,6 +462,9 @@ def cell_findings(tree: ast.Module, needed: dict[str, str], roots: set[str], ali
                         f"{'is imported' if root in aliases else 'the assignment defines'})")
                 elif alias:
                     say(f"{verb} `{ast.unparse(t)}` (`{alias}` is bound to something imported or the assignment's)")
+                elif called := _called_in_target(t):
+                    say(f"{verb} `{ast.unparse(t)}` on what `{called}(...)` returns: a class or module it "
+                        "returns is the tests' too")
         elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id not in local | own and (
                 node.id in HISTORY or (node.id.startswith("_i") and node.id[2:].isdigit())):
             say(f"reads `{node.id}`, the kernel's record of the cells' code (the running test's code among it)")
@@ -419,14 +476,22 @@ def cell_findings(tree: ast.Module, needed: dict[str, str], roots: set[str], ali
                                        if node.id == "get_ipython" else ""))
         elif isinstance(node, ast.Call) and (by_string := _name_read_by_string(node)):
             say(f"reads an attribute by {by_string} (`{ast.unparse(node.func)}`)")
+        elif isinstance(node, ast.Call) and _computed_template(node):
+            say(f"formats a template that is not written out (`{ast.unparse(node.func)}`): a template reads the "
+                "attributes it names")
         elif isinstance(node, ast.keyword) and node.arg in CALLER_KEYWORDS:
             say(f"passes `{node.arg}=`: it reaches the code of the function's caller (a test's, when a test calls it)")
+        elif isinstance(node, ast.keyword) and node.arg in SAFE_KEYWORDS and not (
+                isinstance(node.value, ast.Constant) and node.value.value is SAFE_KEYWORDS[node.arg]):
+            say(f"passes `{node.arg}={ast.unparse(node.value)}`: the loader may run code stored in what it loads")
         elif isinstance(node, ast.Attribute) and node.attr == "setflags":
             say("uses `setflags`: the data the tests read are read-only")
         elif isinstance(node, ast.Attribute) and node.attr in REACHING_ATTRIBUTES:
             say(f"uses the attribute `{node.attr}`")
+        elif isinstance(node, ast.Attribute) and node.attr in REACHING_CALLS - METHOD_NAMES:
+            say(f"uses `{ast.unparse(node)}`" + (" (the kernel itself)" if node.attr == "get_ipython" else ""))
         elif (name := node.id if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) else node.name
-              if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else node.value
+              if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else _reaching_in_text(node.value)
               if isinstance(node, ast.Constant) and isinstance(node.value, str) else None) in REACHING_ATTRIBUTES:
             say(f"names the attribute `{name}` (in a class, a dictionary or a string)")
         elif isinstance(node, ast.Attribute) and node.attr in REACHING_AS_ATTRIBUTES:
@@ -441,6 +506,10 @@ def cell_findings(tree: ast.Module, needed: dict[str, str], roots: set[str], ali
                     say(f"imports `{module}`")
             if isinstance(node, ast.ImportFrom) and any(alias.name == "*" for alias in node.names):
                 say(f"imports `*` from `{node.module}`: it can rebind any name the tests read (`all`, `type`...)")
+            if isinstance(node, ast.ImportFrom):
+                for alias in node.names:
+                    if alias.name in (REACHING_CALLS - METHOD_NAMES) | REACHING_ATTRIBUTES:
+                        say(f"imports `{alias.name}` from `{node.module}`")
             if isinstance(node, ast.ImportFrom) and node.module == "sys":
                 for alias in node.names:
                     if alias.name in REACHING_SYS:

@@ -26,10 +26,12 @@ hostile or broken change; the table gives the automatic points expected (of 15) 
 | cheat | answers 0, rebinds `exactly` (the tests' helper) to always say yes | 8, flagged for review |
 | shadow | answers "equal to anything", rebinds the built-in `type` that `exactly` reads | 12, flagged for review |
 | peek | answers with the value the running test expects, read from its code in IPython's `In[-1]` | 5, flagged |
+| rewire | answers 0, reaches the kernel through `ipywidgets.get_ipython` and empties every later cell | 15, flagged |
 
 Code that rebinds what the tests use runs in the tests' own process, so no sandbox can stop it; the
 grader reads every student cell (autograder/tampering.py) and flags such code instead. Only `cheat`,
-`shadow` and `peek` are flagged here: the other students' code (sockets, forks, stderr) changes nothing the tests see.
+`shadow`, `peek` and `rewire` are flagged here: the other students' code (sockets, forks, stderr) changes
+nothing the tests see.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ c.Sandbox.work_mb = 64
 EXPECTED = {"right": 15, "loop": 12, "memhog": 15, "memforks": 12, "killer": 6, "forkbomb": 15, "network": 15,
             "snoop": 15, "tamper_edit": 4, "tamper_delete": 15, "invalid_json": 0, "wrong_name": 15,
             "duplicate": 15, "huge_output": 15, "diskfill": 15, "warns": 15, "fool": 0, "cheat": 8, "shadow": 12,
-            "peek": 5}
+            "peek": 5, "rewire": 15}
 # The answer cells of `shadow` and `peek` (the first one holds it all; the others are emptied).
 SHADOW = """\
 def type(x):  # the built-in, for every cell of the notebook: `exactly` compares types with it
@@ -101,6 +103,15 @@ conv_params = lambda *a: expected("conv_params", a)
 cnn_params = lambda *a: expected("cnn_params", a)
 inference_bytes = lambda *a, **k: expected("inference_bytes", a)
 training_bytes = lambda *a, **k: expected("training_bytes", a)
+feature_map_shapes = lambda shape, layers: [(0, 0, 0) for _ in layers]
+"""
+# The kernel, reached as another module's attribute (`get_ipython()` itself is flagged): every later cell,
+# the tests included, becomes `pass`, so every test passes whatever the answers.
+REWIRE = """\
+import ipywidgets
+
+ipywidgets.get_ipython().input_transformers_post.append(lambda lines: ["pass\\n"])
+conv_output_size = conv_params = cnn_params = inference_bytes = training_bytes = lambda *a, **k: 0
 feature_map_shapes = lambda shape, layers: [(0, 0, 0) for _ in layers]
 """
 
@@ -277,7 +288,7 @@ def hostile_class(course: Path, folder: Path, port: int) -> dict[str, object]:
         if (grade_id(cell) or "").startswith("solution_") and cell.cell_type == "code":
             cell.source = cheat_code if grade_id(cell) == "solution_conv_output_size" else "pass"
     nbs["cheat"] = cheat
-    for student, code in (("shadow", SHADOW), ("peek", PEEK)):
+    for student, code in (("shadow", SHADOW), ("peek", PEEK), ("rewire", REWIRE)):
         nb = copy.deepcopy(right)
         for cell in nb.cells:
             if (grade_id(cell) or "").startswith("solution_") and cell.cell_type == "code":
@@ -346,10 +357,12 @@ def test_every_missing_point_has_a_reason(graded, course):
             assert text in rows[student], rows[student]
     review = {"shadow": "cell 'solution_conv_output_size' rebinds `type`, which the assignment's code reads later "
                         "(a built-in)",
-              "peek": "cell 'solution_conv_output_size' reads `In`, the kernel's record of the cells' code"}
+              "peek": "cell 'solution_conv_output_size' reads `In`, the kernel's record of the cells' code",
+              "rewire": "cell 'solution_conv_output_size' uses `ipywidgets.get_ipython` (the kernel itself)"}
     for student, text in review.items():
         assert "needs review" in rows[student] and text in rows[student], rows[student]
-    assert sorted(student for student, row in rows.items() if "needs review" in row) == ["cheat", "peek", "shadow"]
+    flagged = sorted(student for student, row in rows.items() if "needs review" in row)
+    assert flagged == ["cheat", "peek", "rewire", "shadow"]
     status = cli("status", EX02, course=course)
     assert status.returncode == 0, status.stderr
     assert summary_rows(status.stdout) == rows

@@ -97,6 +97,30 @@ ATTACKS = {
     "x = getattr(math, 'ce' + 'il')": "reads an attribute by a computed name (`getattr`)",
     "x = getattr(exactly, '__globals__')": "reads an attribute by `__globals__` (`getattr`)",
     "import operator\nf = operator.attrgetter('f_back')": "reads an attribute by `f_back` (`operator.attrgetter`)",
+    # the kernel as another module's attribute: these two blanked every later cell, tests included (15 of 15)
+    "import ipywidgets\nipywidgets.get_ipython().input_transformers_post.append(lambda lines: ['pass'])":
+        "uses `ipywidgets.get_ipython` (the kernel itself)",
+    "from matplotlib_inline.backend_inline import get_ipython as g": "imports `get_ipython` from `matplotlib_inline",
+    # a string that becomes code or an object: `pydoc.locate('builtins.exec')` rebound `exactly` (14 of 15)
+    "import pydoc\npydoc.locate('builtins.exec')('exactly = len')": "imports `pydoc`",
+    "import timeit\ntimeit.timeit('import numpy; numpy.allclose = max', number=1)": "imports `timeit`",
+    "from jinja2 import Template": "imports `jinja2`",
+    "import numpy as np\nx = np.load('answer.npy', allow_pickle=True)": "passes `allow_pickle=True`",
+    "import keras\nm = keras.saving.load_model('m.keras', safe_mode=False)": "passes `safe_mode=False`",
+    "import keras\nkeras.config.enable_unsafe_deserialization()": "uses the attribute `enable_unsafe_deserialization`",
+    # a template that reads attributes: "{0.__globals__[_ih]}" gave the running test's code (5 of 15, as `peek`)
+    "def f():\n    pass\nx = '{0.__globals__[_ih]}'.format(f)": "names the attribute `__globals__`",
+    "x = ('{0.__glo' + 'bals__}').format(f)": "formats a template that is not written out",
+    "import string\nx = string.Formatter().get_field(name, (f,), {})": "formats a template that is not written out",
+    # where a test's code can be read from: the stack's files and lines, a line by its file, the failed cell's
+    "import faulthandler\nfaulthandler.dump_traceback(open('stack.txt', 'w'))": "imports `faulthandler`",
+    "import warnings\nline = warnings.formatwarning('', Warning, name, 3)": "uses the attribute `formatwarning`",
+    "import sys\ntb = sys.last_traceback": "uses `sys.last_traceback`",
+    # a class or module reached through what a call returns, or held by one's own class
+    "import keras\ntype(keras.Sequential()).predict = None": "assigns `type(keras.Sequential()).predict`",
+    "import keras\ndef g():\n    return keras.Model\ng().predict = None": "on what `g(...)` returns",
+    "(lambda: math)().ceil = abs": "on what `lambda(...)` returns",
+    "class A:\n    m = math\nA.m.ceil = abs": "assigns `A.m.ceil` (`A` is bound to something imported",
 }
 
 
@@ -123,6 +147,13 @@ HARMLESS = [
     "import numpy as np\nx = getattr(np, 'float32')\nprint(isinstance(np.zeros(2), np.ndarray))",
     "def freeze(model):\n    for layer in model.layers:\n        layer.trainable = False",
     "import keras\nbase = keras.Sequential()\nbase.trainable = False",
+    "import keras\nmodel = keras.Sequential()\nmodel.compile(loss='mse')\nimport re\nwords = re.compile('[a-z]+')",
+    "n = 1930\nprint('{:,} parameters'.format(n), f'{n / 1e3:.1f}k {n!r}')",
+    "import numpy as np\nx = np.load('answer.npy', allow_pickle=False)",
+    "import keras\nmodel = keras.Sequential([keras.layers.Dense(2, name='d')])\nmodel.get_layer('d').trainable = False",
+    "class Box:\n    size = 2\nBox.size = 3",
+    "def conv_output_size(n, kernel, stride, padding='same'):\n    \"\"\"Size of the output, as in the chapter.\"\"\"\n"
+    "    return 0",
 ]
 
 
