@@ -40,9 +40,11 @@ Processes the notebook starts (`os.system`, `subprocess`) are not listed: the ke
 id that has just changed, so it is not "dumpable" and no process of that user can trace it or write
 its memory.
 
-A cell the grader cannot read is flagged the same way: one nested too deeply for Python's parser, or
-one past the first 256 KB of a notebook's student code (`READ_LIMIT`: reading takes about 10 s per MB,
-in the grader's time, which no sandbox limit bounds).
+A cell the grader cannot read is flagged the same way: one nested too deeply for Python's parser, one
+past the first 256 KB of a notebook's student code (`READ_LIMIT`), or one whose IPython syntax would cost
+IPython's transformer too much (`TRANSFORM_LIMIT`): reading is the grader's time, which no sandbox limit
+bounds. A cell that is Python as written is read as written; only the others go through IPython's
+transformer, which reads a whole cell again for each line it rewrites.
 
 `findings(cells, locked)` returns one line per finding; grading records them as reasons and marks the
 notebook's automatic grades for manual review (nbgrader's `needs_manual_grade`): the points stay as
@@ -113,6 +115,11 @@ def _transform(source: str) -> str:
     from IPython.core.inputtransformer2 import TransformerManager
 
     return TransformerManager().transform_cell(source)
+
+
+def _transform_cost(source: str) -> int:
+    """At most what IPython's transformer reads of a cell: all of it, once per line that may hold its syntax."""
+    return len(source) * max(1, sum(1 for line in source.splitlines() if any(c in line for c in "%!?")))
 
 
 def _bound(targets: Iterable[ast.AST]) -> set[str]:
@@ -307,17 +314,32 @@ def reads(tree: ast.Module) -> tuple[set[str], set[str]]:
     return early, later
 
 
-# Student code read per notebook, in characters. Reading takes about 10 s per MB (the grader's time, outside
+# Student code read per notebook, in characters. Reading takes about 9 s per MB (the grader's time, outside
 # the sandbox's limits); a student's cells rarely hold 20 KB. Cells past it are not read, and flagged.
 READ_LIMIT = 256 * 1024
+# What IPython's transformer may read per notebook (`_transform_cost`, characters): it reads a whole cell again
+# for each line of IPython syntax it rewrites, and gives up after 500 (RuntimeError); 490 `a = !ls` lines in a
+# 205 KB cell took it 230 s. This budget is about 2 s; a cell past it is not read, and flagged.
+TRANSFORM_LIMIT = 1_000_000
 
 
-def _parse(source: str) -> ast.Module | None:
-    """The cell's syntax tree, or None when it is not Python (then it cannot run either); a RecursionError
-    when it is nested too deeply for Python's parser to build one."""
+def _python(source: str) -> ast.Module | None:
+    """The cell's syntax tree as written, or None when it is not Python as written (IPython syntax, or not
+    Python at all); a RecursionError when it is nested too deeply for Python's parser to build one."""
+    try:
+        return ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+
+
+def _ipython(source: str) -> ast.Module | None:
+    """The cell's syntax tree as IPython runs it, or None when it is not Python that way either, or IPython
+    gives up on it (then it cannot run either)."""
     try:
         return ast.parse(_transform(source))
-    except (SyntaxError, ValueError):
+    except RecursionError:
+        raise
+    except (SyntaxError, ValueError, RuntimeError):
         return None
 
 
@@ -523,7 +545,7 @@ def findings(cells: Iterable[tuple[str, bool, str]]) -> list[str]:
     `cells`: (name, locked, source) of each code cell in order; locked cells are the assignment's
     (restored from the release), the others the student's.
     """
-    parsed, unread, budget = [], [], READ_LIMIT
+    parsed, unread, budget, transforming = [], [], READ_LIMIT, TRANSFORM_LIMIT
     for name, locked, source in cells:
         if not locked:
             if len(source) > budget:
@@ -532,7 +554,17 @@ def findings(cells: Iterable[tuple[str, bool, str]]) -> list[str]:
                 continue
             budget -= len(source)
         try:
-            parsed.append((name, locked, _parse(source)))
+            tree = _python(source)
+            if tree is None:
+                cost = _transform_cost(source)
+                if not locked and cost > transforming:
+                    unread.append(f"cell {name} was not read: it is not Python as written, and IPython's "
+                                  f"transformer would read its {len(source) / 1024:,.0f} KB again for each of "
+                                  f"{cost // len(source):,} lines with `%`, `!` or `?`, past what the grader gives it")
+                    continue
+                transforming -= 0 if locked else cost
+                tree = _ipython(source)
+            parsed.append((name, locked, tree))
         except (RecursionError, MemoryError):
             if locked:
                 raise

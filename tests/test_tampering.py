@@ -207,3 +207,23 @@ def test_code_too_large_or_too_deep_to_read_is_flagged_not_read():
                      "cell #2 was not read: 3,906 KB of code, past the 256 KB of a notebook's code that the "
                      "grader reads",
                      "cell #3 was not read: its code is nested too deeply for Python's parser"]
+
+
+def test_ipython_syntax_costs_the_grader_seconds_and_never_stops_grading():
+    """IPython's transformer reads a whole cell again for each `%`/`!` line it rewrites, and gives up after 500
+    (RuntimeError). 490 `!` lines in 205 KB took the grader 230 s of CPU, and 600 stopped the student's grading
+    with "RuntimeError: Input transformation still changing after 500 iterations" at every run. Are both cells
+    flagged unread within seconds, while a notebook's ordinary magics are still read?"""
+    import time
+
+    magics = "".join(f"a{i} = !ls\n" for i in range(490)) + "x = [" + ",".join(["1"] * 100_000) + "]\n"
+    endless = "".join(f"a{i} = !true\n" for i in range(600))
+    start = time.process_time()
+    found = findings([("setup", True, "exactly = lambda a, b: a == b"), ("#2", False, "%matplotlib inline"),
+                      ("#3", False, magics), ("#4", False, endless), ("test", True, "assert exactly(1, 1)")])
+    assert time.process_time() - start < 10
+    unread = "was not read: it is not Python as written, and IPython's transformer would read its"
+    assert found[0] == ("cell #2 uses `get_ipython` (the kernel itself; IPython magics and `!` commands use it "
+                        "too)"), found
+    assert [line.split(" KB")[0] for line in found[1:]] == [f"cell #3 {unread} 200", f"cell #4 {unread} 8"], found
+    assert "again for each of 490 lines with `%`, `!` or `?`, past what the grader gives it" in found[1]
