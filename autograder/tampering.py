@@ -117,9 +117,14 @@ def _transform(source: str) -> str:
     return TransformerManager().transform_cell(source)
 
 
+# Lines IPython's transformer may rewrite, each costing it a reading of the whole cell: an escape first (`%`,
+# `!`, `?`, and the autocall escapes `/f 1`, `,f a`, `;f a`), `= %magic` or `= !command`, or a `?` at the end.
+IPYTHON_LINE = re.compile(r"^[ \t]*[%!?,;/]|=[ \t]*[%!]|\?[ \t]*(?:#.*)?$", re.MULTILINE)
+
+
 def _transform_cost(source: str) -> int:
     """At most what IPython's transformer reads of a cell: all of it, once per line that may hold its syntax."""
-    return len(source) * max(1, sum(1 for line in source.splitlines() if any(c in line for c in "%!?")))
+    return len(source) * max(1, len(IPYTHON_LINE.findall(source)))
 
 
 def _bound(targets: Iterable[ast.AST]) -> set[str]:
@@ -560,7 +565,8 @@ def findings(cells: Iterable[tuple[str, bool, str]]) -> list[str]:
                 if not locked and cost > transforming:
                     unread.append(f"cell {name} was not read: it is not Python as written, and IPython's "
                                   f"transformer would read its {len(source) / 1024:,.0f} KB again for each of "
-                                  f"{cost // len(source):,} lines with `%`, `!` or `?`, past what the grader gives it")
+                                  f"{cost // len(source):,} lines of IPython syntax (`%`, `!`...), past what the "
+                                  "grader gives it")
                     continue
                 transforming -= 0 if locked else cost
                 tree = _ipython(source)

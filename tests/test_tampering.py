@@ -226,4 +226,8 @@ def test_ipython_syntax_costs_the_grader_seconds_and_never_stops_grading():
     assert found[0] == ("cell #2 uses `get_ipython` (the kernel itself; IPython magics and `!` commands use it "
                         "too)"), found
     assert [line.split(" KB")[0] for line in found[1:]] == [f"cell #3 {unread} 200", f"cell #4 {unread} 8"], found
-    assert "again for each of 490 lines with `%`, `!` or `?`, past what the grader gives it" in found[1]
+    assert "again for each of 490 lines of IPython syntax (`%`, `!`...), past what the grader gives it" in found[1]
+    autocall = "".join("/f 1\n" for _ in range(300)) + "x = [" + ",".join(["1"] * 20_000) + "]\n"  # f(1): no `%`
+    start = time.process_time()
+    found = findings([("#1", False, autocall)])
+    assert time.process_time() - start < 10 and found and "again for each of 300 lines" in found[0], found
