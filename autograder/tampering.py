@@ -43,7 +43,8 @@ its memory.
 A cell the grader cannot read is flagged the same way: one nested too deeply for Python's parser, one
 past the first 256 KB of a notebook's student code (`READ_LIMIT`), or one whose IPython syntax would cost
 IPython's transformer too much (`TRANSFORM_LIMIT`): reading is the grader's time, which no sandbox limit
-bounds. A cell that is Python as written is read as written; only the others go through IPython's
+bounds. A cell is read as IPython runs it: after IPython's clean-up (a prompt such as `In [1]: ` stripped
+from its lines), a cell with no IPython syntax is parsed at once; only the others go through IPython's
 transformer, which reads a whole cell again for each line it rewrites.
 
 `findings(cells, locked)` returns one line per finding; grading records them as reasons and marks the
@@ -115,6 +116,20 @@ def _transform(source: str) -> str:
     from IPython.core.inputtransformer2 import TransformerManager
 
     return TransformerManager().transform_cell(source)
+
+
+def _cleaned(source: str) -> tuple[str, bool]:
+    """The cell as IPython runs it when it holds no IPython syntax, and whether it holds some: IPython's
+    clean-up (prompts such as `In [1]: ` and `>>> ` stripped, indentation) and cell magics, as
+    `transform_cell` does them, then one look for the syntax it rewrites (one tokenisation: linear)."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    manager = TransformerManager()
+    lines = (source if source.endswith("\n") else source + "\n").splitlines(keepends=True)
+    for transform in manager.cleanup_transforms + manager.line_transforms:
+        lines = transform(lines)
+    changed, _ = manager.do_one_token_transform(lines)
+    return "".join(lines), changed
 
 
 # Lines IPython's transformer may rewrite, each costing it a reading of the whole cell: an escape first (`%`,
@@ -329,11 +344,16 @@ TRANSFORM_LIMIT = 1_000_000
 
 
 def _python(source: str) -> ast.Module | None:
-    """The cell's syntax tree as written, or None when it is not Python as written (IPython syntax, or not
-    Python at all); a RecursionError when it is nested too deeply for Python's parser to build one."""
+    """The cell's syntax tree as IPython runs it when it holds no IPython syntax (`_cleaned`: a prompt such
+    as `In [1]: ` on its first or second line is stripped from every line, which turns `In [1]: np.x = f`,
+    an annotation as written, into an assignment); None when it holds some or is not Python; a RecursionError
+    when it is nested too deeply for Python's parser to build a tree."""
     try:
-        return ast.parse(source)
-    except (SyntaxError, ValueError):
+        cleaned, ipython_syntax = _cleaned(source)
+        return None if ipython_syntax else ast.parse(cleaned)
+    except RecursionError:
+        raise
+    except (SyntaxError, ValueError, RuntimeError):
         return None
 
 

@@ -121,6 +121,10 @@ ATTACKS = {
     "import keras\ndef g():\n    return keras.Model\ng().predict = None": "on what `g(...)` returns",
     "(lambda: math)().ceil = abs": "on what `lambda(...)` returns",
     "class A:\n    m = math\nA.m.ceil = abs": "assigns `A.m.ceil` (`A` is bound to something imported",
+    # a prompt on the second line: IPython strips `In [1]: ` from every line, so what reads as an annotation of
+    # `In[1]` runs as an assignment (`np.allclose = ...` went unflagged once cells were read as written)
+    "In = {}\nIn [1]: exactly = lambda value, expected: True": "rebinds `exactly`",
+    "In = {}\nIn [1]: math.ceil = abs": "assigns `math.ceil`",
 }
 
 
