@@ -27,6 +27,13 @@ and outside the kernel, and lists what such code would need:
   reads it, and so does a template), a format template that is not written out, a module reached as
   another's attribute (`os.sys`), and `sys`'s hooks and tables (`sys.settrace`, `sys.modules`,
   `sys._getframe`, `sys.last_traceback`...);
+- the kernel's machinery, reached from objects any cell holds: `sys.stdout.session` (which sends every message
+  of the kernel: replacing its `send` made each failed test report success), a singleton's `instance()`
+  (`InteractiveShell.instance()`, re-exported by `ipywidgets`; `InlineBackend.instance().shell`), the shell
+  that `exit` and `quit` hold (`exit._ip`), IPython's `__builtin__` (the `builtins` module), a widget's
+  `comm` and the `comm` module (`comm.create_comm().kernel`), a thread's `shell_stream` and `io_loop`, and
+  `asyncio` (the tasks' stacks) and `debugpy`; these names are flagged as attributes and imports, not as
+  one's own variables;
 - making a read-only array writable (`x.flags.writeable = True`, `x.setflags(write=True)`): the data the
   tests read (e.g. `dcv.data.mnist_scaled()`, shared by every call in the kernel) are read-only;
 - importing the interpreter's or the kernel's machinery (`builtins`, `gc`, `inspect`, `ctypes`,
@@ -63,7 +70,8 @@ from collections.abc import Iterable
 
 # Callables that run or reach code by name, around what `ast` can read.
 REACHING_CALLS = frozenset({"exec", "eval", "compile", "__import__", "setattr", "delattr", "globals", "locals",
-                            "vars", "get_ipython", "breakpoint", "__builtins__"})
+                            "vars", "get_ipython", "breakpoint", "__builtins__",
+                            "__builtin__"})  # IPython's name for `builtins` in every notebook's namespace
 # Callables that read an attribute named by a string, which `ast` sees only when it is written out.
 BY_NAME = frozenset({"getattr", "attrgetter", "methodcaller"})
 # Attributes that open a function, module or class from inside (their code, globals, namespace, types).
@@ -76,6 +84,14 @@ REACHING_ATTRIBUTES = frozenset({"__dict__", "__globals__", "__code__", "__built
                                  "cr_code", "ag_code", "__traceback__", "tb_next", "co_consts", "co_names", "co_code",
                                  "co_filename", "co_positions", "co_lines", "findCaller", "__array_interface__",
                                  "__array_struct__", "formatwarning", "enable_unsafe_deserialization"})
+# Attributes that hold the kernel's machinery, reached from objects any cell holds: `sys.stdout.session` signs and
+# sends every message, the tests' results among them; a singleton's `instance()` (`InteractiveShell`'s,
+# `InlineBackend`'s) and its `shell`; `exit._ip` and `quit._ip` (the shell, in every notebook's namespace); a
+# widget's `comm` and its kernel; a thread's `shell_stream` (the tests' code comes in on it) and `io_loop`. Plain
+# words: as names of one's own variables, or in a string's prose, they are not flagged (only as attributes,
+# imports, and `.name` in a string).
+KERNEL_ATTRIBUTES = frozenset({"session", "pub_thread", "shell", "shell_stream", "io_loop", "comm", "instance",
+                               "_instance", "_ip", "InteractiveShell", "ZMQInteractiveShell", "InlineBackend"})
 # Modules (and their submodules) that reach into the interpreter, the kernel, or code not written out.
 REACHING_MODULES = frozenset({"builtins", "gc", "inspect", "ctypes", "cffi", "importlib", "IPython", "ipykernel",
                               "jupyter_client", "traitlets", "zmq", "types", "unittest", "code", "codeop", "dis",
@@ -85,7 +101,9 @@ REACHING_MODULES = frozenset({"builtins", "gc", "inspect", "ctypes", "cffi", "im
                               "stack_data", "executing", "pure_eval", "asttokens", "_pytest",
                               # code given as text or bytes, a dotted name imported, the stack's files and lines
                               "timeit", "doctest", "jinja2", "mako", "pydoc", "joblib", "shelve", "dask",
-                              "distributed", "faulthandler"})
+                              "distributed", "faulthandler",
+                              # the kernel's comms (`comm.create_comm().kernel`), its debugger, its event loop
+                              "comm", "debugpy", "pydevd", "asyncio"})
 # Modules reached as an attribute of another (`os.sys`, a library's `inspect`): their names there are the same.
 REACHING_AS_ATTRIBUTES = frozenset({"sys", "builtins", "gc", "inspect", "ctypes", "importlib", "traceback",
                                     "linecache", "marshal", "pickle", "tf_inspect", "__main__"})
@@ -452,7 +470,8 @@ def _name_read_by_string(node: ast.Call) -> str | None:
     for name in names:
         if not (isinstance(name, ast.Constant) and isinstance(name.value, str)):
             return "a computed name"
-        if name.value.split(".")[-1] in (REACHING_ATTRIBUTES | REACHING_SYS | REACHING_AS_ATTRIBUTES | HISTORY):
+        reaching = REACHING_ATTRIBUTES | KERNEL_ATTRIBUTES | REACHING_SYS | REACHING_AS_ATTRIBUTES | HISTORY
+        if any(part in reaching for part in name.value.split(".")):  # `attrgetter("session.send")` too
             return f"`{name.value}`"
     return None
 
@@ -460,7 +479,18 @@ def _name_read_by_string(node: ast.Call) -> str | None:
 def _reaching_in_text(text: str) -> str | None:
     """The first reaching attribute a string names (`"{0.__globals__[_ih]}"`: a format template or another
     template language reads it), or None."""
-    return next((word for word in re.findall(r"[A-Za-z_]\w*", text) if word in REACHING_ATTRIBUTES), None)
+    return next((word for dot, word in re.findall(r"(\.?)([A-Za-z_]\w*)", text)
+                 if word in REACHING_ATTRIBUTES or (dot and word in KERNEL_ATTRIBUTES)), None)
+
+
+def _named(node: ast.AST) -> str | None:
+    """A reaching attribute a node names without reading it: a variable or function of that name (in a class:
+    `__getattribute__ = ...`), or a string that names it (`_reaching_in_text`); else None."""
+    if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+        return node.id if node.id in REACHING_ATTRIBUTES else None
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return node.name if node.name in REACHING_ATTRIBUTES else None
+    return _reaching_in_text(node.value) if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
 
 
 def _computed_template(node: ast.Call) -> bool:
@@ -533,13 +563,11 @@ def cell_findings(tree: ast.Module, needed: dict[str, str], roots: set[str], ali
             say(f"passes `{node.arg}={ast.unparse(node.value)}`: the loader may run code stored in what it loads")
         elif isinstance(node, ast.Attribute) and node.attr == "setflags":
             say("uses `setflags`: the data the tests read are read-only")
-        elif isinstance(node, ast.Attribute) and node.attr in REACHING_ATTRIBUTES:
+        elif isinstance(node, ast.Attribute) and node.attr in REACHING_ATTRIBUTES | KERNEL_ATTRIBUTES:
             say(f"uses the attribute `{node.attr}`")
         elif isinstance(node, ast.Attribute) and node.attr in REACHING_CALLS - METHOD_NAMES:
             say(f"uses `{ast.unparse(node)}`" + (" (the kernel itself)" if node.attr == "get_ipython" else ""))
-        elif (name := node.id if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) else node.name
-              if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else _reaching_in_text(node.value)
-              if isinstance(node, ast.Constant) and isinstance(node.value, str) else None) in REACHING_ATTRIBUTES:
+        elif name := _named(node):
             say(f"names the attribute `{name}` (in a class, a dictionary or a string)")
         elif isinstance(node, ast.Attribute) and node.attr in REACHING_AS_ATTRIBUTES:
             say(f"uses `{ast.unparse(node)}`, the module `{node.attr}`")
@@ -555,7 +583,7 @@ def cell_findings(tree: ast.Module, needed: dict[str, str], roots: set[str], ali
                 say(f"imports `*` from `{node.module}`: it can rebind any name the tests read (`all`, `type`...)")
             if isinstance(node, ast.ImportFrom):
                 for alias in node.names:
-                    if alias.name in (REACHING_CALLS - METHOD_NAMES) | REACHING_ATTRIBUTES:
+                    if alias.name in (REACHING_CALLS - METHOD_NAMES) | REACHING_ATTRIBUTES | KERNEL_ATTRIBUTES:
                         say(f"imports `{alias.name}` from `{node.module}`")
             if isinstance(node, ast.ImportFrom) and node.module == "sys":
                 for alias in node.names:

@@ -27,10 +27,11 @@ hostile or broken change; the table gives the automatic points expected (of 15) 
 | shadow | answers "equal to anything", rebinds the built-in `type` that `exactly` reads | 12, flagged for review |
 | peek | answers with the value the running test expects, read from its code in IPython's `In[-1]` | 5, flagged |
 | rewire | answers 0, reaches the kernel through `ipywidgets.get_ipython` and empties every later cell | 15, flagged |
+| forge | answers 0, has the kernel's messenger (`sys.stdout.session`) report each failed test as passed | 15, flagged |
 
 Code that rebinds what the tests use runs in the tests' own process, so no sandbox can stop it; the
 grader reads every student cell (autograder/tampering.py) and flags such code instead. Only `cheat`,
-`shadow`, `peek` and `rewire` are flagged here: the other students' code (sockets, forks, stderr) changes
+`shadow`, `peek`, `rewire` and `forge` are flagged here: the other students' code (sockets, forks, stderr) changes
 nothing the tests see.
 """
 
@@ -66,7 +67,7 @@ c.Sandbox.work_mb = 64
 EXPECTED = {"right": 15, "loop": 12, "memhog": 15, "memforks": 12, "killer": 6, "forkbomb": 15, "network": 15,
             "snoop": 15, "tamper_edit": 4, "tamper_delete": 15, "invalid_json": 0, "wrong_name": 15,
             "duplicate": 15, "huge_output": 15, "diskfill": 15, "warns": 15, "fool": 0, "cheat": 8, "shadow": 12,
-            "peek": 5, "rewire": 15}
+            "peek": 5, "rewire": 15, "forge": 15}
 # The answer cells of `shadow` and `peek` (the first one holds it all; the others are emptied).
 SHADOW = """\
 def type(x):  # the built-in, for every cell of the notebook: `exactly` compares types with it
@@ -111,6 +112,31 @@ REWIRE = """\
 import ipywidgets
 
 ipywidgets.get_ipython().input_transformers_post.append(lambda lines: ["pass\\n"])
+conv_output_size = conv_params = cnn_params = inference_bytes = training_bytes = lambda *a, **k: 0
+feature_map_shapes = lambda shape, layers: [(0, 0, 0) for _ in layers]
+"""
+# The kernel's messenger, reached from `sys.stdout` passed to a function (no attribute of `sys` is assigned): the
+# error output of each failed test is dropped and its reply says "ok", so nbgrader counts every test as passed.
+FORGE = """\
+import sys
+
+
+def forge(stream):
+    messenger = stream.session
+    send = messenger.send
+
+    def quiet(socket, message, content=None, *args, **kwargs):
+        if message == "error":
+            return None
+        if message == "execute_reply" and content and content.get("status") == "error":
+            content = {"status": "ok", "execution_count": content.get("execution_count"), "user_expressions": {},
+                       "payload": []}
+        return send(socket, message, content, *args, **kwargs)
+
+    messenger.send = quiet
+
+
+forge(sys.stdout)
 conv_output_size = conv_params = cnn_params = inference_bytes = training_bytes = lambda *a, **k: 0
 feature_map_shapes = lambda shape, layers: [(0, 0, 0) for _ in layers]
 """
@@ -288,7 +314,7 @@ def hostile_class(course: Path, folder: Path, port: int) -> dict[str, object]:
         if (grade_id(cell) or "").startswith("solution_") and cell.cell_type == "code":
             cell.source = cheat_code if grade_id(cell) == "solution_conv_output_size" else "pass"
     nbs["cheat"] = cheat
-    for student, code in (("shadow", SHADOW), ("peek", PEEK), ("rewire", REWIRE)):
+    for student, code in (("shadow", SHADOW), ("peek", PEEK), ("rewire", REWIRE), ("forge", FORGE)):
         nb = copy.deepcopy(right)
         for cell in nb.cells:
             if (grade_id(cell) or "").startswith("solution_") and cell.cell_type == "code":
@@ -358,11 +384,12 @@ def test_every_missing_point_has_a_reason(graded, course):
     review = {"shadow": "cell 'solution_conv_output_size' rebinds `type`, which the assignment's code reads later "
                         "(a built-in)",
               "peek": "cell 'solution_conv_output_size' reads `In`, the kernel's record of the cells' code",
-              "rewire": "cell 'solution_conv_output_size' uses `ipywidgets.get_ipython` (the kernel itself)"}
+              "rewire": "cell 'solution_conv_output_size' uses `ipywidgets.get_ipython` (the kernel itself)",
+              "forge": "cell 'solution_conv_output_size' uses the attribute `session`"}
     for student, text in review.items():
         assert "needs review" in rows[student] and text in rows[student], rows[student]
     flagged = sorted(student for student, row in rows.items() if "needs review" in row)
-    assert flagged == ["cheat", "peek", "rewire", "shadow"]
+    assert flagged == ["cheat", "forge", "peek", "rewire", "shadow"]
     status = cli("status", EX02, course=course)
     assert status.returncode == 0, status.stderr
     assert summary_rows(status.stdout) == rows

@@ -125,6 +125,22 @@ ATTACKS = {
     # `In[1]` runs as an assignment (`np.allclose = ...` went unflagged once cells were read as written)
     "In = {}\nIn [1]: exactly = lambda value, expected: True": "rebinds `exactly`",
     "In = {}\nIn [1]: math.ceil = abs": "assigns `math.ceil`",
+    # the kernel's machinery from objects a cell holds: each of the first three took 15 of 15 points, answers all 0
+    "from ipywidgets.widgets.widget_output import InteractiveShell\n"
+    "InteractiveShell.instance().input_transformers_post.append(lambda lines: ['pass'])":
+        "imports `InteractiveShell` from `ipywidgets.widgets.widget_output`",
+    "def forge(stream):\n    stream.session.send = lambda *a, **k: None\nimport sys\nforge(sys.stdout)":
+        "uses the attribute `session`",
+    "import comm\ncomm.create_comm().kernel.shell.events.register('pre_run_cell', print)": "imports `comm`",
+    "import matplotlib_inline.backend_inline as inline\nshell = inline.InlineBackend.instance().shell":
+        "uses the attribute `InlineBackend`",
+    "import threading\nstreams = [t.shell_stream for t in threading.enumerate()]": "uses the attribute `shell_stream`",
+    "import asyncio\nstacks = [t.get_stack() for t in asyncio.all_tasks()]": "imports `asyncio`",
+    "import operator\nsend = operator.attrgetter('session.send')": "reads an attribute by `session.send`",
+    # in every notebook's namespace, no import needed: the first took 15 of 15 points, answers all 0
+    "exit._ip.input_transformers_post.append(lambda lines: ['pass'])": "uses the attribute `_ip`",
+    "__builtin__.type = lambda x: int": "uses `__builtin__`",
+    "import sys\ntext = '{0.session}'.format(sys.stdout)": "names the attribute `session`",
 }
 
 
@@ -158,6 +174,8 @@ HARMLESS = [
     "class Box:\n    size = 2\nBox.size = 3",
     "def conv_output_size(n, kernel, stride, padding='same'):\n    \"\"\"Size of the output, as in the chapter.\"\"\"\n"
     "    return 0",
+    # the kernel's attribute names as plain words: one's own variables, and prose
+    "session = instance = shell = 3\nprint('for instance, a shell session; a comm link')",
 ]
 
 
