@@ -90,8 +90,9 @@ REACHING_ATTRIBUTES = frozenset({"__dict__", "__globals__", "__code__", "__built
 # widget's `comm` and its kernel; a thread's `shell_stream` (the tests' code comes in on it) and `io_loop`. Plain
 # words: as names of one's own variables, or in a string's prose, they are not flagged (only as attributes,
 # imports, and `.name` in a string).
-KERNEL_ATTRIBUTES = frozenset({"session", "pub_thread", "shell", "shell_stream", "io_loop", "comm", "instance",
-                               "_instance", "_ip", "InteractiveShell", "ZMQInteractiveShell", "InlineBackend"})
+KERNEL_ATTRIBUTES = frozenset({"session", "pub_thread", "shell", "shell_stream", "_shell_stream", "io_loop", "comm",
+                               "instance", "_instance", "_ip", "InteractiveShell", "ZMQInteractiveShell",
+                               "InlineBackend"})
 # Modules (and their submodules) that reach into the interpreter, the kernel, or code not written out.
 REACHING_MODULES = frozenset({"builtins", "gc", "inspect", "ctypes", "cffi", "importlib", "IPython", "ipykernel",
                               "jupyter_client", "traitlets", "zmq", "types", "unittest", "code", "codeop", "dis",
