@@ -16,6 +16,14 @@ and outside the kernel, and lists what such code would need:
   `class A: m = math`), or on what a plain call returns (`type(model).predict = ...`, `g().ceil = ...`:
   a class or module it returns), and using a module as a value (`f(math)`: a function could change it
   as its parameter);
+- assigning or deleting any other attribute, unless it is of the notebook's own objects (a method's `self`,
+  a class the student's cells define, a name they bind only to such a class's instances) or one that
+  ordinary code sets on a library's objects (`FREE_ATTRIBUTES`: `base.trainable = False`): an object held
+  by a parameter, an item or what a call returned may be a library's class (`f(keras.Model)`,
+  `l.append(keras.Model)`, `next(iter([keras.Model]))`), which no reading of names can follow; the same
+  for an attribute as the target of `for`, `with ... as` or a comprehension (`for math.ceil in [abs]`),
+  and for a method of one's own class called through the class (`A.f(keras.Model)`: its `self` is then
+  the library's class);
 - reading the code of the running test, which holds the values it expects: IPython's record of the
   cells (`In[-1]`, `_ih`), `__main__`, `traceback`, `linecache`, frames and code objects (`f_code`,
   `co_consts`, `__traceback__`), and `stacklevel=` or `stack_info=` (a warning's or a log's caller);
@@ -93,6 +101,9 @@ REACHING_ATTRIBUTES = frozenset({"__dict__", "__globals__", "__code__", "__built
 KERNEL_ATTRIBUTES = frozenset({"session", "pub_thread", "shell", "shell_stream", "_shell_stream", "io_loop", "comm",
                                "instance", "_instance", "_ip", "InteractiveShell", "ZMQInteractiveShell",
                                "InlineBackend"})
+# Attributes a notebook may assign on any object, its own or not (`base.trainable = False`, a callback's
+# `self.model.stop_training = True`); any other assignment on an object not known to be the notebook's own is flagged.
+FREE_ATTRIBUTES = frozenset({"trainable", "stop_training", "learning_rate"})
 # Modules (and their submodules) that reach into the interpreter, the kernel, or code not written out.
 REACHING_MODULES = frozenset({"builtins", "gc", "inspect", "ctypes", "cffi", "importlib", "IPython", "ipykernel",
                               "jupyter_client", "traitlets", "zmq", "types", "unittest", "code", "codeop", "dis",
@@ -209,6 +220,18 @@ def top_level_names(tree: ast.Module) -> dict[str, str]:
 
     visit(tree.body)
     return found
+
+
+def _assignment_targets(node: ast.AST) -> list[ast.AST]:
+    """What a statement assigns to or deletes: `=`, `+=`, `del`, and the targets of `for`, `with ... as` and
+    comprehensions (`for math.ceil in [abs]: pass` assigns `math.ceil`)."""
+    if isinstance(node, (ast.Assign, ast.Delete)):
+        return node.targets
+    if isinstance(node, (ast.AugAssign, ast.AnnAssign, ast.For, ast.AsyncFor, ast.comprehension)):
+        return [node.target]
+    if isinstance(node, (ast.With, ast.AsyncWith)):
+        return [item.optional_vars for item in node.items if item.optional_vars is not None]
+    return []
 
 
 def _attribute_targets(target: ast.AST) -> list[ast.Attribute]:
@@ -444,6 +467,68 @@ def _target_references(target: ast.Attribute) -> set[str]:
     return {node.id} if isinstance(node, ast.Name) else _references(node)
 
 
+def _plain_method(node: ast.AST) -> bool:
+    """Is this a function defined in a class body that takes its object first (not a static or class method)?"""
+    return isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and bool(
+        [*node.args.posonlyargs, *node.args.args]) and not any(
+        isinstance(d, ast.Name) and d.id in ("staticmethod", "classmethod") for d in node.decorator_list)
+
+
+def own_objects(trees: Iterable[ast.AST]) -> dict[str, set[str]]:
+    """The names that only ever hold the notebook's own classes or their instances (bound by `class A` or
+    `a = A(...)` and in no other way, in any student cell) -> the methods of each that take their object first."""
+    trees = list(trees)
+    classes = {node.name: {m.name for m in node.body if _plain_method(m)}
+               for tree in trees for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
+    made: dict[int, str] = {}  # the Name nodes that `a = A(...)` binds -> A
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Call) \
+                    and isinstance(node.value.func, ast.Name) and node.value.func.id in classes:
+                for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                    made[id(target)] = node.value.func.id
+    other: set[str] = set()  # names also bound some other way
+    instances: dict[str, set[str]] = {}  # name -> the classes it is made from
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+                (instances.setdefault(node.id, set()).add(made[id(node)]) if id(node) in made else other.add(node.id))
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                other.add(node.name)
+            elif isinstance(node, (ast.Global, ast.Nonlocal)):
+                other |= set(node.names)
+            elif isinstance(node, ast.arg):
+                other.add(node.arg)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                other |= {a.asname or a.name.split(".")[0] for a in node.names}
+    own = {name: methods for name, methods in classes.items() if name not in other}
+    own |= {name: set() for name, made_from in instances.items() if name not in other and made_from <= set(own)}
+    return own
+
+
+def method_selves(tree: ast.AST) -> set[int]:
+    """The Name nodes (their ids) that read a method's own object: the first parameter of a method of a class
+    the cell defines, in that method, where it is not rebound (and not shadowed by an inner function's own)."""
+    found: set[int] = set()
+
+    def visit(node: ast.AST, selves: frozenset[str]) -> None:
+        for child in ast.iter_child_nodes(node):
+            inner = selves
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                inner = selves - _locals_of(child)
+                if isinstance(node, ast.ClassDef) and _plain_method(child):
+                    first = [*child.args.posonlyargs, *child.args.args][0].arg
+                    if not any(isinstance(n, ast.Name) and n.id == first and not isinstance(n.ctx, ast.Load)
+                               for n in ast.walk(child)):
+                        inner |= {first}
+            elif isinstance(child, ast.Name) and isinstance(child.ctx, ast.Load) and child.id in selves:
+                found.add(id(child))
+            visit(child, inner)
+
+    visit(tree, frozenset())
+    return found
+
+
 def _called_in_target(target: ast.Attribute) -> str | None:
     """The function whose result an attribute target's object comes from, when it is a plain call (`type` in
     `type(x).predict`, `g` in `g().a.b`, "lambda"), not a method's (`model.get_layer("x").trainable`)."""
@@ -503,14 +588,20 @@ def _computed_template(node: ast.Call) -> bool:
 
 
 def cell_findings(tree: ast.Module, needed: dict[str, str], roots: set[str], aliases: dict[str, str],
-                  modules: set[str] = frozenset(), tainted: set[str] = frozenset()) -> list[str]:
+                  modules: set[str] = frozenset(), tainted: set[str] = frozenset(),
+                  mine: dict[str, set[str]] | None = None) -> list[str]:
     """What one student cell does that could change the tests (see the module's docstring).
 
     `needed`: names the assignment's code reads after this cell -> "defines" (bound by its cells above) or
     "built-in" (a rebinding would change what it sees); `roots`: names whose attributes are the assignment's or
     a library's (what is imported and what the assignment's code defines); `aliases`: the imported names ->
-    their modules; `modules`: names bound to modules (`import x`); `tainted`: the student's names for roots.
+    their modules; `modules`: names bound to modules (`import x`); `tainted`: the student's names for roots;
+    `mine`: the notebook's own classes and objects (`own_objects`).
     """
+    mine = mine or {}
+    selves = method_selves(tree)
+    calling_self = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call) and n.args
+                    and isinstance(n.args[0], ast.Name) and id(n.args[0]) in selves}  # `Base.f(self, ...)`
     found: list[str] = []
     say = lambda text: found.append(text) if text not in found else None
     for name, how in top_level_names(tree).items():
@@ -526,8 +617,7 @@ def cell_findings(tree: ast.Module, needed: dict[str, str], roots: set[str], ali
             for name in node.names:
                 if name in needed:
                     say(f"declares `global {name}` in a function (the assignment's code reads `{name}`)")
-        elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
-            targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
+        elif targets := _assignment_targets(node):
             if any(isinstance(a, ast.Attribute) and a.attr == "flags" for target in targets for a in ast.walk(target)):
                 say("changes an array's flags: the data the tests read are read-only")
             for t in (a for target in targets for a in _attribute_targets(target)):
@@ -543,6 +633,14 @@ def cell_findings(tree: ast.Module, needed: dict[str, str], roots: set[str], ali
                 elif called := _called_in_target(t):
                     say(f"{verb} `{ast.unparse(t)}` on what `{called}(...)` returns: a class or module it "
                         "returns is the tests' too")
+                elif not (t.attr in FREE_ATTRIBUTES or isinstance(t.value, ast.Name) and (
+                        id(t.value) in selves or t.value.id in mine and t.value.id not in local)):
+                    say(f"{verb} `{ast.unparse(t)}` on an object not known to be the notebook's own (a parameter, "
+                        "an item, what a call returned): a library's class or module there is the tests' too")
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in mine \
+                and node.value.id not in local and node.attr in mine[node.value.id] and id(node) not in calling_self:
+            say(f"uses `{ast.unparse(node)}` through its class, not on its own object: the method's `self` can then "
+                "be anything (a library's class)")
         elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id not in local | own and (
                 node.id in HISTORY or (node.id.startswith("_i") and node.id[2:].isdigit())):
             say(f"reads `{node.id}`, the kernel's record of the cells' code (the running test's code among it)")
@@ -631,6 +729,7 @@ def findings(cells: Iterable[tuple[str, bool, str]]) -> list[str]:
                if isinstance(node, ast.Import) for alias in node.names}
     roots = set(aliases) | {n for locked, bound in bindings if locked for n in bound}
     tainted = aliases_of([tree for locked, tree in trees if not locked], roots)
+    mine = own_objects(tree for locked, tree in trees if not locked)
     read = [(locked, reads(tree)) for locked, tree in trees]
     called = {n for locked, (_, later) in read if locked for n in later}  # read by its functions, any time
     found: list[str] = []
@@ -645,5 +744,5 @@ def findings(cells: Iterable[tuple[str, bool, str]]) -> list[str]:
             continue
         later = called | {n for locked_after, (early, _) in read[position:] if locked_after for n in early}
         needed = {n: "defines" for n in defined & later} | {n: "built-in" for n in (BUILTINS & later) - defined}
-        found += [f"cell {name} {text}" for text in cell_findings(tree, needed, roots, aliases, modules, tainted)]
+        found += [f"cell {name} {text}" for text in cell_findings(tree, needed, roots, aliases, modules, tainted, mine)]
     return found + unread

@@ -137,6 +137,19 @@ ATTACKS = {
     "import threading\nstreams = [t.shell_stream for t in threading.enumerate()]": "uses the attribute `shell_stream`",
     "import asyncio\nstacks = [t.get_stack() for t in asyncio.all_tasks()]": "imports `asyncio`",
     "import operator\nsend = operator.attrgetter('session.send')": "reads an attribute by `session.send`",
+    # what a library's class or module may be behind: a parameter, an item, what a call returned (each an alias
+    # the reader cannot follow), and a method of one's own class given another object as its `self`
+    "import keras\ndef f(c):\n    c.predict = None\nf(keras.Model)": "assigns `c.predict` on an object not known",
+    "import keras\nl = []\nl.append(keras.Model)\nl[0].predict = None": "assigns `l[0].predict` on an object not",
+    "import keras\nm = next(iter([keras.Model]))\nm.predict = None": "assigns `m.predict` on an object not known",
+    "import keras\nclass A:\n    def f(self):\n        self.predict = None\nA.f(keras.Model)":
+        "uses `A.f` through its class",
+    "import keras\nclass A:\n    def f(self):\n        self.predict = None\nlist(map(A.f, [keras.Model]))":
+        "uses `A.f` through its class",
+    # an attribute as the target of `for`, `with` or a comprehension is assigned too
+    "for math.ceil in [abs]:\n    pass": "assigns `math.ceil` (an attribute of `math`",
+    "[0 for math.ceil in [abs]]": "assigns `math.ceil` (an attribute of `math`",
+    "with open('f') as math.ceil:\n    pass": "assigns `math.ceil` (an attribute of `math`",
     # in every notebook's namespace, no import needed: the first took 15 of 15 points, answers all 0
     "exit._ip.input_transformers_post.append(lambda lines: ['pass'])": "uses the attribute `_ip`",
     "__builtin__.type = lambda x: int": "uses `__builtin__`",
@@ -153,7 +166,14 @@ def test_each_way_to_reach_the_tests_is_found(code):
 
 HARMLESS = [
     "def conv_output_size(n, kernel, stride, padding='same'):\n    exactly = 3  # a local name\n    return exactly",
-    "def conv_output_size(math, kernel, stride, padding='same'):\n    math.x = 1  # a parameter\n    return 0",
+    "def conv_output_size(math, kernel, stride, padding='same'):\n    math = 1  # a parameter\n    return math",
+    # attributes of the notebook's own objects: a method's `self`, its own class, an instance of it
+    "class Box:\n    def __init__(self, size):\n        self.size = size\n    def grow(self):\n"
+    "        Box.count = 1\n        self.size += 1\nbox = Box(2)\nbox.size = 3\nbox.grow()",
+    "import keras\nclass Stop(keras.callbacks.Callback):\n    def on_epoch_end(self, epoch, logs=None):\n"
+    "        self.model.stop_training = True\n    def __init__(self):\n        keras.callbacks.Callback.__init__(self)",
+    "import keras\nbase = keras.Sequential()\nbase.trainable = False\n"
+    "for layer in base.layers:\n    layer.trainable = True",
     "class Box:\n    pass\nbox = Box()\nbox.size = 3",
     "import sys\nprint('note', file=sys.stderr)",
     "import os\nos.environ['X'] = '1'",
