@@ -8,6 +8,10 @@ the student's own CNN, score it (exercise 9).
 
 - ``load_saved_model()``: a ``.keras`` file loaded with ``safe_mode`` and ``compile=False``; a
   ``Lambda`` layer or any class or function that is not Keras' own is refused before anything runs;
+  it loads with Keras' registries of custom objects emptied (a notebook's class registered under any
+  name cannot stand in for the file's), and ``not_keras()`` refuses after loading any layer, operation
+  or function in the model that is not Keras' own code (Keras' tables of names are dictionaries a
+  notebook can write into);
 - ``from_scratch_problems()``: why a model is not a from-scratch MNIST CNN made of Keras layers;
 - ``pretrained_uses()``: where code imports or calls a pretrained network (read with ``ast``, so
   comments and strings never count);
@@ -18,13 +22,18 @@ the student's own CNN, score it (exercise 9).
 from __future__ import annotations
 
 import ast
+import contextlib
+import functools
 import hashlib
 import json
 import os
 import re
+import sys
+import sysconfig
+import types
 import warnings
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +42,8 @@ import numpy as np
 
 from dcv.training import all_layers
 
-__all__ = ["equals", "numeric_array", "load_saved_model", "from_scratch_problems", "pretrained_uses", "accuracy",
-           "fingerprint", "MAX_PARAMS", "APPLICATION_NAMES", "REFUSED_LAYERS", "PRETRAINED_MODULES"]
+__all__ = ["equals", "numeric_array", "load_saved_model", "not_keras", "from_scratch_problems", "pretrained_uses",
+           "accuracy", "fingerprint", "MAX_PARAMS", "APPLICATION_NAMES", "REFUSED_LAYERS", "PRETRAINED_MODULES"]
 
 # A from-scratch MNIST CNN needs far fewer: the HOML baseline has 1.6 M parameters.
 MAX_PARAMS = 5_000_000
@@ -111,7 +120,7 @@ def load_saved_model(path: str | os.PathLike) -> tuple[keras.Model | None, str]:
         return None, (f"{path.name} holds {', '.join(refused)} ({what}): refused without loading it; "
                       "use built-in Keras layers only")
     try:
-        with warnings.catch_warnings():  # a graded cell must write nothing to stderr
+        with warnings.catch_warnings(), _no_registered_objects():  # a graded cell must write nothing to stderr
             warnings.simplefilter("ignore")
             model = keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:
@@ -119,7 +128,114 @@ def load_saved_model(path: str | os.PathLike) -> tuple[keras.Model | None, str]:
         return None, f"{path.name} could not be loaded safely ({type(exc).__name__}: {reason})"
     if not isinstance(model, keras.Model):
         return None, f"{path.name} does not hold a Keras model"
+    if foreign := not_keras(model):
+        return None, (f"{path.name} loaded with code that is not Keras' own in it ({', '.join(foreign[:3])}): "
+                      "refused; use built-in Keras layers only")
     return model, f"loaded {path.name}: {model.count_params():,} parameters"
+
+
+@contextlib.contextmanager
+def _no_registered_objects() -> Iterator[None]:
+    """Keras' registries of custom objects (the global one and the current `custom_object_scope`) empty for the
+    block, then as they were: what a notebook registered, even under a Keras name, cannot stand in for a class
+    or function of the file it loads."""
+    from keras.src.backend.common import global_state
+    from keras.src.saving import object_registration
+
+    registered, scope = dict(object_registration.GLOBAL_CUSTOM_OBJECTS), \
+        global_state.get_global_attribute("custom_objects_scope_dict", {})
+    object_registration.GLOBAL_CUSTOM_OBJECTS.clear()
+    global_state.set_global_attribute("custom_objects_scope_dict", {})
+    try:
+        yield
+    finally:
+        object_registration.GLOBAL_CUSTOM_OBJECTS.update(registered)
+        global_state.set_global_attribute("custom_objects_scope_dict", scope)
+
+
+_KERAS_DIR = Path(keras.__file__).resolve().parent
+# Where the code a loaded model may run comes from: Python's library and the installed packages (Keras,
+# TensorFlow, NumPy...), never a cell or a file that a student wrote.
+_LIBRARY_DIRS = tuple({Path(sysconfig.get_paths()[key]).resolve() for key in ("stdlib", "platstdlib", "purelib",
+                                                                                "platlib")})
+_PLAIN = (type(None), bool, int, float, str, bytes)
+_HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: set on every class made by a `class` statement or `type()`
+
+
+@functools.lru_cache(maxsize=4096)
+def _within(file: str | None, *dirs: Path) -> bool:
+    """Is this file inside one of these folders?"""
+    return bool(file) and any(Path(file).resolve().is_relative_to(d) for d in dirs)
+
+
+def _library_code(function: Any, *dirs: Path) -> bool:
+    """Was this function (or the one a method, static or class method, or property wraps) compiled from a file
+    in these folders (the installed libraries by default)? `co_filename` is the compiler's: a notebook's
+    functions carry their cell's. Functions written in C come from an installed library."""
+    function = getattr(function, "__func__", None) or getattr(function, "fget", None) or function
+    if isinstance(function, (types.BuiltinFunctionType, types.WrapperDescriptorType, types.MethodDescriptorType)):
+        return True
+    code = getattr(function, "__code__", None)
+    return code is not None and _within(code.co_filename, *(dirs or _LIBRARY_DIRS))
+
+
+@functools.lru_cache(maxsize=4096)
+def _library_class(cls: type, *dirs: Path) -> bool:
+    """Is this class a library's (Keras' only, given Keras' folder): what its module and qualified name lead to,
+    in a module of those folders or a built-in one, its own functions compiled there? (Any class can name any
+    module in `__module__`.)"""
+    if not cls.__flags__ & _HEAP_TYPE and not dirs:  # defined in C: no notebook can make one
+        return True
+    found: Any = sys.modules.get(cls.__module__)
+    if found is None or not _within(getattr(found, "__file__", None), *(dirs or _LIBRARY_DIRS)):
+        return False
+    for part in cls.__qualname__.split("."):
+        found = getattr(found, part, None)
+    return found is cls and all(_library_code(v, *dirs) for v in vars(cls).values()
+                                if isinstance(v, (types.FunctionType, staticmethod, classmethod, property)))
+
+
+def _foreign(value: Any, depth: int = 2) -> str | None:
+    """What in a value a layer holds is not a library's (its class, a function), looking `depth` levels into its
+    containers and attributes; None when nothing is."""
+    if type(value) in _PLAIN:
+        return None
+    if isinstance(value, (types.FunctionType, types.MethodType, types.BuiltinFunctionType)):
+        return None if _library_code(value) else getattr(value, "__qualname__", "a function")
+    if isinstance(value, type):
+        return None if _library_class(value) else value.__qualname__
+    if isinstance(value, types.ModuleType):
+        return None if value.__spec__ is None or value.__spec__.origin in ("built-in", "frozen") or _within(
+            getattr(value, "__file__", None), *_LIBRARY_DIRS) else f"the module {value.__name__}"
+    if not _library_class(type(value)):
+        return f"{type(value).__qualname__} of {type(value).__module__}"
+    if depth == 0 or isinstance(value, keras.Operation):  # the model's own parts are checked one by one
+        return None
+    if isinstance(value, dict):
+        children = list(value.values())
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        children = list(value)
+    else:
+        children = list(getattr(value, "__dict__", {}).values())
+    return next((why for child in children[:10_000] if (why := _foreign(child, depth - 1))), None)
+
+
+def not_keras(model: keras.Model) -> list[str]:
+    """What in a loaded model is not Keras' own: a layer's or operation's class, or what it holds (a function such
+    as its activation, an object such as its dtype policy) that is not a library's, as "name (what)"."""
+    found: list[str] = []
+    for part in [model, *(part for part in _operations(model) if part is not None)]:
+        if not _library_class(type(part), _KERAS_DIR):
+            found.append(f"{part.name} ({type(part).__qualname__} of {type(part).__module__})")
+        found += [f"{part.name}.{key} ({why})" for key, value in vars(part).items() if (why := _foreign(value))]
+    return found
+
+
+def _operations(model: Any) -> Iterator[Any]:
+    """Every layer and operation of a model, nested models' included."""
+    for part in getattr(model, "operations", None) or getattr(model, "layers", None) or []:
+        yield part
+        yield from _operations(part)
 
 
 def _unsafe_names(config: Any) -> set[str]:

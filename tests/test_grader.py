@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -20,6 +21,7 @@ from dcv.grader import (
     fingerprint,
     from_scratch_problems,
     load_saved_model,
+    not_keras,
     numeric_array,
     pretrained_uses,
 )
@@ -158,6 +160,97 @@ def test_custom_activation_function_is_refused(tmp_path):
     model.save(tmp_path / "act.keras")
     loaded, message = load_saved_model(tmp_path / "act.keras")
     assert loaded is None and "student>shifted_relu (custom object)" in message
+
+
+def _with_registered_name(path: Path, out: Path, layer: int, registered: str) -> None:
+    """A copy of a saved Sequential model whose `layer`-th layer's configuration names `registered`."""
+    with zipfile.ZipFile(path) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(files["config.json"])
+    config["config"]["layers"][layer]["registered_name"] = registered
+    files["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(out, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+
+
+def _spoof_dense():
+    """A Dense of the notebook's own that says it is Keras' (`__module__`), and counts its calls."""
+
+    class Dense(keras.layers.Dense):
+        __module__ = "keras.src.layers.core.dense"
+        calls = 0
+
+        def call(self, x):
+            Dense.calls += 1
+            return super().call(x)
+
+    return Dense
+
+
+def test_a_class_registered_in_the_notebook_cannot_stand_in_for_a_keras_layer(tmp_path):
+    """A notebook's class registered under some name, and the file's Dense naming it: once this loaded the
+    notebook's class in place of Keras' Dense, passing every check (its `__module__` says Keras). Refused?"""
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.save(tmp_path / "plain.keras")
+    _with_registered_name(tmp_path / "plain.keras", tmp_path / "named.keras", -1, "Stand-in")
+    spoof = _spoof_dense()
+    registry = keras.saving.get_custom_objects()
+    registry["Stand-in"] = spoof
+    try:
+        with keras.saving.custom_object_scope({"Stand-in": spoof}):
+            loaded, message = load_saved_model(tmp_path / "named.keras")
+        assert loaded is None and "could not be loaded safely" in message, message
+        assert registry["Stand-in"] is spoof  # the notebook's registry is left as it was
+        plain, message = load_saved_model(tmp_path / "plain.keras")
+        assert plain is not None and type(plain.layers[-1]) is keras.layers.Dense, message
+    finally:
+        del registry["Stand-in"]
+
+
+def test_keras_lookup_tables_changed_by_the_notebook_are_caught_after_loading(tmp_path, monkeypatch):
+    """Keras' own tables of names (public names -> classes, activation names -> functions) are dictionaries a
+    notebook can write into without assigning any attribute. What they hand out is checked after loading."""
+    from keras.src import activations, api_export
+
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.save(tmp_path / "plain.keras")
+    monkeypatch.setitem(api_export.REGISTERED_NAMES_TO_OBJS, "keras.layers.Dense", _spoof_dense())
+    loaded, message = load_saved_model(tmp_path / "plain.keras")
+    assert loaded is None and "not Keras' own" in message and ".Dense of keras.src.layers.core.dense)" in message, \
+        message
+    monkeypatch.undo()
+
+    def softmax(x, axis=-1):
+        return keras.ops.softmax(x, axis)
+
+    monkeypatch.setitem(activations.ALL_OBJECTS_DICT, "softmax", softmax)
+    loaded, message = load_saved_model(tmp_path / "plain.keras")
+    assert loaded is None and ".activation (" in message and ".softmax)" in message, message
+    monkeypatch.undo()
+    assert not_keras(load_saved_model(tmp_path / "plain.keras")[0]) == []
+
+
+def test_what_a_layer_holds_must_be_a_librarys_too():
+    """An object of the notebook's class in a layer (a dtype policy whose methods run at every call), one that
+    claims a library's module, or a notebook's function in a layer's list: each is named."""
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    dense = model.layers[-1]
+
+    class Policy(type(dense.dtype_policy)):
+        pass
+
+    class Claims(type(dense.dtype_policy)):
+        __module__ = type(dense.dtype_policy).__module__
+
+    for value, named in [(Policy("float32"), "Policy of"), (Claims("float32"), "Claims of keras.src"),
+                         ([abs, lambda x: x], "<lambda>")]:
+        dense.own = value
+        assert any(line.startswith(f"{dense.name}.own (") and named in line for line in not_keras(model)), value
+    del dense.own
+    assert not_keras(model) == []
 
 
 def test_custom_loss_in_the_compile_configuration_is_ignored(tmp_path):
