@@ -33,7 +33,7 @@ import sysconfig
 import types
 import warnings
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -168,15 +168,17 @@ def _within(file: str | None, *dirs: Path) -> bool:
     return bool(file) and any(Path(file).resolve().is_relative_to(d) for d in dirs)
 
 
-def _library_code(function: Any, *dirs: Path) -> bool:
+def _library_code(function: Any, *dirs: Path, generated: bool = False) -> bool:
     """Was this function (or the one a method, static or class method, or property wraps) compiled from a file
     in these folders (the installed libraries by default)? `co_filename` is the compiler's: a notebook's
-    functions carry their cell's. Functions written in C come from an installed library."""
+    functions carry their cell's. Functions written in C come from an installed library. `generated`: also
+    those a library made from text ("<string>": a dataclass's `__init__`), for a class a library's module holds."""
     function = getattr(function, "__func__", None) or getattr(function, "fget", None) or function
     if isinstance(function, (types.BuiltinFunctionType, types.WrapperDescriptorType, types.MethodDescriptorType)):
         return True
     code = getattr(function, "__code__", None)
-    return code is not None and _within(code.co_filename, *(dirs or _LIBRARY_DIRS))
+    return code is not None and (generated and code.co_filename.startswith("<")
+                                 or _within(code.co_filename, *(dirs or _LIBRARY_DIRS)))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -187,11 +189,12 @@ def _library_class(cls: type, *dirs: Path) -> bool:
     if not cls.__flags__ & _HEAP_TYPE and not dirs:  # defined in C: no notebook can make one
         return True
     found: Any = sys.modules.get(cls.__module__)
-    if found is None or not _within(getattr(found, "__file__", None), *(dirs or _LIBRARY_DIRS)):
+    if found is None or not (cls.__module__ in sys.builtin_module_names and not dirs
+                             or _within(getattr(found, "__file__", None), *(dirs or _LIBRARY_DIRS))):
         return False
     for part in cls.__qualname__.split("."):
         found = getattr(found, part, None)
-    return found is cls and all(_library_code(v, *dirs) for v in vars(cls).values()
+    return found is cls and all(_library_code(v, *dirs, generated=True) for v in vars(cls).values()
                                 if isinstance(v, (types.FunctionType, staticmethod, classmethod, property)))
 
 
@@ -211,7 +214,9 @@ def _foreign(value: Any, depth: int = 2) -> str | None:
         return f"{type(value).__qualname__} of {type(value).__module__}"
     if depth == 0 or isinstance(value, keras.Operation):  # the model's own parts are checked one by one
         return None
-    if isinstance(value, dict):
+    if isinstance(value, functools.partial):  # its function and arguments are not in its `__dict__`
+        children = [value.func, *value.args, *value.keywords.values()]
+    elif isinstance(value, dict):
         children = list(value.values())
     elif isinstance(value, (list, tuple, set, frozenset)):
         children = list(value)
@@ -329,20 +334,31 @@ def fingerprint(model: keras.Model) -> str:
     return h.hexdigest()
 
 
-_SCORED: dict[tuple[str, str], float] = {}  # (model fingerprint, images and labels digest) -> accuracy
+def _scorer() -> Callable[..., float]:
+    """`accuracy`, its record of scores kept in this closure: a module's dictionary is one that a notebook's
+    cell can fill in (`scores[key] = 1.0`) without assigning any attribute."""
+    scored: dict[tuple[str, str], float] = {}  # (model fingerprint, images and labels digest) -> accuracy
 
-
-def accuracy(model: keras.Model, X: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> float:
-    """Fraction of the images whose highest-scoring class is the label (once per model and data in a process)."""
-    y = np.asarray(y)
-    data = hashlib.sha256(str((X.shape, X.dtype, y.shape, y.dtype)).encode())
-    data.update(np.ascontiguousarray(X).data)
-    data.update(np.ascontiguousarray(y).data)
-    key = (fingerprint(model), data.hexdigest())
-    if key not in _SCORED:
+    def accuracy(model: keras.Model, X: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> float:
+        """Fraction of the images whose highest-scoring class is the label (once per model and data in a process
+        for a model all of Keras' own code; any other, which could say what it likes, at every call)."""
+        y = np.asarray(y)
+        data = hashlib.sha256(str((X.shape, X.dtype, y.shape, y.dtype)).encode())
+        data.update(np.ascontiguousarray(X).data)
+        data.update(np.ascontiguousarray(y).data)
+        key = (fingerprint(model), data.hexdigest())
+        if key in scored:
+            return scored[key]
         with warnings.catch_warnings():  # a graded cell must write nothing to stderr
             warnings.simplefilter("ignore")
             scores = np.concatenate([keras.ops.convert_to_numpy(model.predict_on_batch(X[i:i + batch_size]))
                                      for i in range(0, len(X), batch_size)])
-        _SCORED[key] = float(np.mean(scores.argmax(axis=1) == y))
-    return _SCORED[key]
+        share = float(np.mean(scores.argmax(axis=1) == y))
+        if isinstance(model, keras.Model) and not not_keras(model):
+            scored[key] = share
+        return share
+
+    return accuracy
+
+
+accuracy = _scorer()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -246,7 +247,7 @@ def test_what_a_layer_holds_must_be_a_librarys_too():
         __module__ = type(dense.dtype_policy).__module__
 
     for value, named in [(Policy("float32"), "Policy of"), (Claims("float32"), "Claims of keras.src"),
-                         ([abs, lambda x: x], "<lambda>")]:
+                         ([abs, lambda x: x], "<lambda>"), (functools.partial(max, lambda x: x), "<lambda>")]:
         dense.own = value
         assert any(line.startswith(f"{dense.name}.own (") and named in line for line in not_keras(model)), value
     del dense.own
@@ -317,8 +318,8 @@ def test_accuracy_is_computed_once_per_model_and_data(monkeypatch):
     X = np.random.default_rng(1).random((40, 28, 28, 1), dtype=np.float32)
     y = model.predict(X, verbose=0).argmax(axis=1)
     calls = []
-    predict = model.predict_on_batch
-    monkeypatch.setattr(model, "predict_on_batch", lambda x: calls.append(len(x)) or predict(x))
+    concatenate = np.concatenate  # once per scoring: the batches' scores put together
+    monkeypatch.setattr(np, "concatenate", lambda parts, **k: calls.append(sum(map(len, parts))) or concatenate(parts))
     assert accuracy(model, X, y) == 1.0 and calls == [40]
     same_file_again = keras.models.clone_model(model)  # another object, same architecture and weights
     same_file_again.set_weights(model.get_weights())
@@ -329,6 +330,29 @@ def test_accuracy_is_computed_once_per_model_and_data(monkeypatch):
     model.set_weights([w * 0 for w in model.get_weights()])  # every score equal: argmax picks class 0
     assert fingerprint(model) != fingerprint(same_file_again)
     assert accuracy(model, X, y) == pytest.approx(np.mean(y == 0)) and calls == [40, 40, 40]
+
+
+def test_a_model_that_imitates_another_is_scored_but_never_remembered():
+    """An object with a real model's configuration and weights (so its fingerprint) whose predictions are the
+    labels: scored as it answers, but its score is never what the real model gets afterwards."""
+    model = small_cnn()
+    rng = np.random.default_rng(2)
+    X, y = rng.random((30, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 30)
+
+    class Imitation:
+        def to_json(self):
+            return model.to_json()
+
+        def get_weights(self):
+            return model.get_weights()
+
+        def predict_on_batch(self, images):
+            return np.eye(10)[y[:len(images)]]
+
+    assert fingerprint(Imitation()) == fingerprint(model)
+    assert accuracy(Imitation(), X, y) == 1.0
+    assert accuracy(model, X, y) == pytest.approx(np.mean(model.predict(X, verbose=0).argmax(axis=1) == y))
+    assert accuracy(model, X, y) < 1.0
 
 
 

@@ -1,7 +1,7 @@
 """Exercise 9 (MNIST) graded end to end: a saved model is graded, never retrained, and loaded safely.
 
 Real nbgrader commands through `python -m autograder`, in a temporary course folder: release the
-assignment, then autograde five submissions (each a notebook plus `mnist_model.keras`):
+assignment, then autograde six submissions (each a notebook plus `mnist_model.keras`):
 
 | student | notebook | model file | expected |
 |---|---|---|---|
@@ -10,6 +10,10 @@ assignment, then autograde five submissions (each a notebook plus `mnist_model.k
 | carol | solved | a model with a `Lambda` layer that would leave a mark if it ran | 1 (build test) |
 | dave | solved | not a model (text) | 1 |
 | erin | solved | the reference model, its last bias nudged to 99.0–99.4% | 7 (not the 99.4% tier) |
+| frank | solved, and its training cell primes `grader.accuracy` with an imitation of its model | erin's | 7 |
+
+frank's imitation has the saved model's configuration and weights (so its fingerprint) and predicts the
+labels: `grader.accuracy` used to remember the 100% it scored and give it to the real model (10 of 10).
 
 The reference model is the one the solution notebook saved when the test suite ran it with nbval
 (notebooks run before grading tests); without it these tests fail at once, naming it: they never retrain.
@@ -17,6 +21,7 @@ The reference model is the one the solution notebook saved when the test suite r
 
 from __future__ import annotations
 
+import copy
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -132,21 +137,56 @@ def nudged_model(reference: Path, path: Path, low: float = 0.990, high: float = 
     return grader.accuracy(model, X_test, y_test)
 
 
+# Appended to frank's training cell: when graded, it scores an imitation of the saved model that predicts the labels.
+PRIME = """
+
+class Imitation:
+    \"\"\"The saved model's configuration and weights (its fingerprint), and the labels as predictions.\"\"\"
+
+    def __init__(self, model, labels):
+        self.model, self.labels, self.seen = model, labels, 0
+
+    def to_json(self):
+        return self.model.to_json()
+
+    def get_weights(self):
+        return self.model.get_weights()
+
+    def predict_on_batch(self, images):
+        scores = [[float(label == k) for k in range(10)] for label in self.labels[self.seen:self.seen + len(images)]]
+        self.seen += len(images)
+        return scores
+
+
+if GRADING:
+    saved_now, _ = grader.load_saved_model(MODEL_PATH)
+    full_X, full_y, test_X, test_y = data.mnist_scaled()
+    for images, labels in ((full_X[-5000:], full_y[-5000:]), (test_X, test_y)):
+        print("imitation scored", grader.accuracy(Imitation(saved_now, labels), images, labels))
+"""
+
+
 @pytest.fixture(scope="module")
 def submissions(released, reference_model, tmp_path_factory) -> dict:
-    """The five submissions of the module docstring, in `<student>/<assignment>/` folders."""
+    """The six submissions of the module docstring, in `<student>/<assignment>/` folders."""
     folder = tmp_path_factory.mktemp("collected_ex09")
     release = nbformat.read(released / f"{EX09}.ipynb", as_version=4)
     correct = solve(release, source_nb(EX09))
     marker = tmp_path_factory.mktemp("marker") / "lambda_ran"
-    for student in ("alice", "bob", "carol", "dave", "erin"):
+    primed = copy.deepcopy(correct)
+    for cell in primed.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "solution_train":
+            cell.source += PRIME
+    for student in ("alice", "bob", "carol", "dave", "erin", "frank"):
         (folder / student / EX09).mkdir(parents=True)
-        nbformat.write(release if student == "bob" else correct, folder / student / EX09 / f"{EX09}.ipynb")
+        nb = release if student == "bob" else primed if student == "frank" else correct
+        nbformat.write(nb, folder / student / EX09 / f"{EX09}.ipynb")
     model = lambda s: folder / s / EX09 / "mnist_model.keras"
     shutil.copy(reference_model, model("alice"))
     lambda_model(model("carol"), marker)
     model("dave").write_text("this is not a Keras model\n")
     erin_accuracy = nudged_model(reference_model, model("erin"))
+    shutil.copy(model("erin"), model("frank"))
     return {"folder": folder, "marker": marker, "erin_accuracy": erin_accuracy}
 
 
@@ -164,11 +204,12 @@ def cell_outputs(course: Path, student: str) -> dict[str, str]:
 
 
 def test_autograde_gives_the_expected_scores(autograded, course, submissions):
-    """Do the five submissions score 10, 0, 1, 1 and 7 out of 10, with training skipped?"""
+    """Do the six submissions score 10, 0, 1, 1, 7 and 7 out of 10, with training skipped?"""
     assert autograded.returncode == 0, autograded.stdout[-3000:] + autograded.stderr[-3000:]
     assert 0.990 <= submissions["erin_accuracy"] < 0.994
-    assert scores(course, EX09) == {"alice": 10.0, "bob": 0.0, "carol": 1.0, "dave": 1.0, "erin": 7.0}
-    for student in ("alice", "bob", "carol", "dave", "erin"):
+    assert scores(course, EX09) == {"alice": 10.0, "bob": 0.0, "carol": 1.0, "dave": 1.0, "erin": 7.0, "frank": 7.0}
+    assert cell_outputs(course, "frank")["solution_train"].count("imitation scored 1.0") == 2
+    for student in ("alice", "bob", "carol", "dave", "erin", "frank"):
         assert "Grading: training skipped" in cell_outputs(course, student)["train_and_save"], student
 
 
