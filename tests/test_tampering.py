@@ -146,6 +146,10 @@ ATTACKS = {
         "uses `A.f` through its class",
     "import keras\nclass A:\n    def f(self):\n        self.predict = None\nlist(map(A.f, [keras.Model]))":
         "uses `A.f` through its class",
+    # an item of a library's or the assignment's table (the tests' data were swapped this way, and a model's activation)
+    "from dcv import data\ndata.SHA256['mnist'] = '0' * 64": "assigns an item of `data.SHA256` (`data` is imported",
+    "import keras\nkeras.src.activations.ALL_OBJECTS_DICT['softmax'], x = abs, 1": "assigns an item of `keras.src",
+    "import dcv.data\ndel dcv.data._SOURCES['mnist']": "deletes an item of `dcv.data._SOURCES` (`dcv` is",
     # an attribute as the target of `for`, `with` or a comprehension is assigned too
     "for math.ceil in [abs]:\n    pass": "assigns `math.ceil` (an attribute of `math`",
     "[0 for math.ceil in [abs]]": "assigns `math.ceil` (an attribute of `math`",
@@ -194,6 +198,8 @@ HARMLESS = [
     "class Box:\n    size = 2\nBox.size = 3",
     "def conv_output_size(n, kernel, stride, padding='same'):\n    \"\"\"Size of the output, as in the chapter.\"\"\"\n"
     "    return 0",
+    "import os\nfrom matplotlib import rcParams\nos.environ['X'] = '1'\nrcParams['lines.linewidth'] = 2\n"
+    "import numpy as np\nX = np.zeros(3)\nX[0] = 1\nd = {}\nd['k'] = X",
     # the kernel's attribute names as plain words: one's own variables, and prose
     "session = instance = shell = 3\nprint('for instance, a shell session; a comm link')",
 ]
