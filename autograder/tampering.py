@@ -51,7 +51,8 @@ and outside the kernel, and lists what such code would need:
   text (`timeit`'s statements, `doctest`, `jinja2` and `mako` templates), imports by a dotted name
   (`pydoc.locate`), unpickles (`joblib`, `shelve`, `dask`), or prints the stack's files and lines
   (`faulthandler`), and the arguments that make a loader run stored code (`allow_pickle=True`,
-  `safe_mode=False`).
+  `safe_mode=False`), or any private top-level module (`_ctypes`, `_pickle`, `_testcapi`, `_lsprof`: the C
+  halves of listed modules, and more), `__future__` aside.
 
 Processes the notebook starts (`os.system`, `subprocess`) are not listed: the kernel runs under a user
 id that has just changed, so it is not "dumpable" and no process of that user can trace it or write
@@ -704,8 +705,12 @@ def cell_findings(tree: ast.Module, needed: dict[str, str], roots: set[str], ali
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
             for module in names:
-                if module.split(".")[0] in REACHING_MODULES:
+                top = module.split(".")[0]
+                if top in REACHING_MODULES:
                     say(f"imports `{module}`")
+                elif top.startswith("_") and top != "__future__":  # `_ctypes`, `_pickle`, `_testcapi`...
+                    say(f"imports `{module}`, a private module (the C side of `ctypes`, `pickle`, the interpreter's "
+                        "tests...)")
             if isinstance(node, ast.ImportFrom) and any(alias.name == "*" for alias in node.names):
                 say(f"imports `*` from `{node.module}`: it can rebind any name the tests read (`all`, `type`...)")
             if isinstance(node, ast.ImportFrom):

@@ -146,6 +146,9 @@ ATTACKS = {
         "uses `A.f` through its class",
     "import keras\nclass A:\n    def f(self):\n        self.predict = None\nlist(map(A.f, [keras.Model]))":
         "uses `A.f` through its class",
+    # the C half of a listed module, or another private one
+    "import _ctypes\nx = _ctypes.PyObj_FromPtr(id(len))": "imports `_ctypes`, a private module",
+    "from _pickle import loads": "imports `_pickle`, a private module",
     # an item of a library's or the assignment's table (the tests' data were swapped this way, and a model's activation)
     "from dcv import data\ndata.SHA256['mnist'] = '0' * 64": "assigns an item of `data.SHA256` (`data` is imported",
     "import keras\nkeras.src.activations.ALL_OBJECTS_DICT['softmax'], x = abs, 1": "assigns an item of `keras.src",
@@ -198,7 +201,7 @@ HARMLESS = [
     "class Box:\n    size = 2\nBox.size = 3",
     "def conv_output_size(n, kernel, stride, padding='same'):\n    \"\"\"Size of the output, as in the chapter.\"\"\"\n"
     "    return 0",
-    "import os\nfrom matplotlib import rcParams\nos.environ['X'] = '1'\nrcParams['lines.linewidth'] = 2\n"
+    "from __future__ import annotations\nimport os\nfrom matplotlib import rcParams\nos.environ['X'] = '1'\nrcParams['lines.linewidth'] = 2\n"
     "import numpy as np\nX = np.zeros(3)\nX[0] = 1\nd = {}\nd['k'] = X",
     # the kernel's attribute names as plain words: one's own variables, and prose
     "session = instance = shell = 3\nprint('for instance, a shell session; a comm link')",
