@@ -201,7 +201,8 @@ HARMLESS = [
     "class Box:\n    size = 2\nBox.size = 3",
     "def conv_output_size(n, kernel, stride, padding='same'):\n    \"\"\"Size of the output, as in the chapter.\"\"\"\n"
     "    return 0",
-    "from __future__ import annotations\nimport os\nfrom matplotlib import rcParams\nos.environ['X'] = '1'\nrcParams['lines.linewidth'] = 2\n"
+    "from __future__ import annotations\nimport os\nfrom matplotlib import rcParams\n"
+    "os.environ['X'] = '1'\nrcParams['lines.linewidth'] = 2\n"
     "import numpy as np\nX = np.zeros(3)\nX[0] = 1\nd = {}\nd['k'] = X",
     # the kernel's attribute names as plain words: one's own variables, and prose
     "session = instance = shell = 3\nprint('for instance, a shell session; a comm link')",
