@@ -160,6 +160,8 @@ _LIBRARY_DIRS = tuple({Path(sysconfig.get_paths()[key]).resolve() for key in ("s
                                                                                 "platlib")})
 _PLAIN = (type(None), bool, int, float, str, bytes)
 _HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: set on every class made by a `class` statement or `type()`
+_C_PARTS = (types.GetSetDescriptorType, types.MemberDescriptorType, types.WrapperDescriptorType,
+            types.MethodDescriptorType, types.ClassMethodDescriptorType, types.BuiltinFunctionType)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -178,6 +180,7 @@ def _library_code(function: Any, *dirs: Path, generated: bool = False) -> bool:
         return True
     code = getattr(function, "__code__", None)
     return code is not None and (generated and code.co_filename.startswith("<")
+                                 or not dirs and code.co_filename.startswith("<frozen ")  # the interpreter's own
                                  or _within(code.co_filename, *(dirs or _LIBRARY_DIRS)))
 
 
@@ -194,45 +197,71 @@ def _library_class(cls: type, *dirs: Path) -> bool:
         return False
     for part in cls.__qualname__.split("."):
         found = getattr(found, part, None)
-    return found is cls and all(_library_code(v, *dirs, generated=True) for v in vars(cls).values()
-                                if isinstance(v, (types.FunctionType, staticmethod, classmethod, property)))
+    if found is cls:
+        return all(_library_code(v, *dirs, generated=True) for v in vars(cls).values()
+                   if isinstance(v, (types.FunctionType, staticmethod, classmethod, property)))
+    # Not where its name says (made in a function, or by C code): a library's only if it holds nothing but data,
+    # C's own descriptors and functions compiled from the libraries' files, and its bases are libraries'.
+    return all(type(v) in _PLAIN or isinstance(v, _C_PARTS) or isinstance(
+        v, (types.FunctionType, staticmethod, classmethod, property)) and _library_code(v, *dirs)
+        for v in vars(cls).values()) and all(_library_class(base, *dirs) for base in cls.__bases__)
 
 
-def _foreign(value: Any, depth: int = 2) -> str | None:
-    """What in a value a layer holds is not a library's (its class, a function), looking `depth` levels into its
-    containers and attributes; None when nothing is."""
-    if type(value) in _PLAIN:
-        return None
-    if isinstance(value, (types.FunctionType, types.MethodType, types.BuiltinFunctionType)):
-        return None if _library_code(value) else getattr(value, "__qualname__", "a function")
+def _look(value: Any) -> tuple[str | None, list[Any]]:
+    """Is a value a library's (else what it is), and what it holds that its calls may call in turn: a bound
+    method's object, a partial's function and arguments, a closure's cells, a container's items, an object's
+    attributes."""
+    if isinstance(value, types.MethodType):
+        return (None if _library_code(value.__func__) else value.__qualname__), [value.__self__]
+    if isinstance(value, types.BuiltinFunctionType):  # `obj.method` of a C type: its object may be anything
+        held = value.__self__
+        return None, [] if held is None or isinstance(held, types.ModuleType) else [held]
+    if isinstance(value, types.FunctionType):
+        cells = [cell.cell_contents for cell in value.__closure__ or () if cell != types.CellType()]
+        return (None if _library_code(value) else value.__qualname__), [*cells, *vars(value).values()]
     if isinstance(value, type):
-        return None if _library_class(value) else value.__qualname__
+        return (None if _library_class(value) else value.__qualname__), []
     if isinstance(value, types.ModuleType):
-        return None if value.__spec__ is None or value.__spec__.origin in ("built-in", "frozen") or _within(
-            getattr(value, "__file__", None), *_LIBRARY_DIRS) else f"the module {value.__name__}"
+        library = value.__spec__ is None or value.__spec__.origin in ("built-in", "frozen") or _within(
+            getattr(value, "__file__", None), *_LIBRARY_DIRS)
+        return (None if library else f"the module {value.__name__}"), []
     if not _library_class(type(value)):
-        return f"{type(value).__qualname__} of {type(value).__module__}"
-    if depth == 0 or isinstance(value, keras.Operation):  # the model's own parts are checked one by one
-        return None
+        return f"{type(value).__qualname__} of {type(value).__module__}", []
     if isinstance(value, functools.partial):  # its function and arguments are not in its `__dict__`
-        children = [value.func, *value.args, *value.keywords.values()]
-    elif isinstance(value, dict):
-        children = list(value.values())
-    elif isinstance(value, (list, tuple, set, frozenset)):
-        children = list(value)
-    else:
-        children = list(getattr(value, "__dict__", {}).values())
-    return next((why for child in children[:10_000] if (why := _foreign(child, depth - 1))), None)
+        return None, [value.func, *value.args, *value.keywords.values()]
+    if isinstance(value, dict):
+        return None, list(value.values())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return None, list(value)
+    return None, list(getattr(value, "__dict__", {}).values())
+
+
+# Objects `not_keras` looks at in one model at most: exercise 10's model holds about 14,000, exercise 9's 1,800.
+_LOOKS = 300_000
 
 
 def not_keras(model: keras.Model) -> list[str]:
-    """What in a loaded model is not Keras' own: a layer's or operation's class, or what it holds (a function such
-    as its activation, an object such as its dtype policy) that is not a library's, as "name (what)"."""
-    found: list[str] = []
-    for part in [model, *(part for part in _operations(model) if part is not None)]:
-        if not _library_class(type(part), _KERAS_DIR):
-            found.append(f"{part.name} ({type(part).__qualname__} of {type(part).__module__})")
-        found += [f"{part.name}.{key} ({why})" for key, value in vars(part).items() if (why := _foreign(value))]
+    """What in a model is not Keras' own: a layer's or operation's class, or anything a layer holds, however
+    deep (a function such as its activation, a bound method's object, a closure's cells, an object such as its
+    dtype policy), whose class or code is not a library's, as "where (what)"; an empty list when all is."""
+    parts = [model, *(part for part in _operations(model) if part is not None)]
+    found = [f"{part.name} ({type(part).__qualname__} of {type(part).__module__})" for part in parts
+             if not _library_class(type(part), _KERAS_DIR)]
+    seen = {id(part) for part in parts}
+    stack = [(f"{part.name}.{key}", value) for part in parts for key, value in vars(part).items()]
+    looks = 0
+    while stack and len(found) < 10:
+        where, value = stack.pop()
+        if type(value) in _PLAIN or id(value) in seen:
+            continue
+        seen.add(id(value))
+        looks += 1
+        if looks > _LOOKS:
+            return [*found, f"more than {_LOOKS:,} objects to look at"]
+        why, held = _look(value)
+        if why:
+            found.append(f"{where} ({why})")
+        stack += [(where, item) for item in held]
     return found
 
 

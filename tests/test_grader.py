@@ -236,18 +236,25 @@ def test_keras_lookup_tables_changed_by_the_notebook_are_caught_after_loading(tm
 
 def test_what_a_layer_holds_must_be_a_librarys_too():
     """An object of the notebook's class in a layer (a dtype policy whose methods run at every call), one that
-    claims a library's module, or a notebook's function in a layer's list: each is named."""
+    claims a library's module, a notebook's function in a layer's list, or behind Keras' own objects however
+    deep (another layer's bound `__call__`, a cache's wrapper, partials of partials): each is named."""
     model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
     dense = model.layers[-1]
 
     class Policy(type(dense.dtype_policy)):
         pass
 
-    class Claims(type(dense.dtype_policy)):
+    class Claims(type(dense.dtype_policy)):  # (a class that claims a module and has no code is its base's)
         __module__ = type(dense.dtype_policy).__module__
 
+        def convert_input(self, x, autocast, dtype):
+            return x
+
+    inner = keras.layers.Dense(10, activation=lambda x: x)  # Keras' layer, its activation the notebook's
     for value, named in [(Policy("float32"), "Policy of"), (Claims("float32"), "Claims of keras.src"),
-                         ([abs, lambda x: x], "<lambda>"), (functools.partial(max, lambda x: x), "<lambda>")]:
+                         ([abs, lambda x: x], "<lambda>"), (functools.partial(max, lambda x: x), "<lambda>"),
+                         (inner.__call__, "<lambda>"), (functools.lru_cache(lambda x: x), "<lambda>"),
+                         (functools.partial(max, functools.partial(min, [inner.__call__])), "<lambda>")]:
         dense.own = value
         assert any(line.startswith(f"{dense.name}.own (") and named in line for line in not_keras(model)), value
     del dense.own
