@@ -78,6 +78,7 @@ import ast
 import builtins
 import re
 from collections.abc import Iterable
+from typing import Any
 
 # Callables that run or reach code by name, around what `ast` can read.
 REACHING_CALLS = frozenset({"exec", "eval", "compile", "__import__", "setattr", "delattr", "globals", "locals",
@@ -240,30 +241,20 @@ def _assignment_targets(node: ast.AST) -> list[ast.AST]:
     return []
 
 
-def _item_targets(target: ast.AST) -> list[ast.Subscript]:
-    """The items an assignment target assigns (`t[k]` in `t[k] = 1` or `t[k], c = 1, 2`)."""
-    if isinstance(target, ast.Subscript):
-        return [target]
-    if isinstance(target, (ast.Tuple, ast.List)):
-        return [s for element in target.elts for s in _item_targets(element)]
-    if isinstance(target, ast.Starred):
-        return _item_targets(target.value)
-    return []
-
-
 def _last_name(node: ast.AST) -> str | None:
     """The last name of an attribute chain (`rcParams` in `plt.rcParams`, `environ` in `environ`)."""
     return node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else None
 
 
-def _attribute_targets(target: ast.AST) -> list[ast.Attribute]:
-    """The attributes an assignment target assigns (`a.b` in `a.b = 1` or `a.b, c = 1, 2`), not items."""
-    if isinstance(target, ast.Attribute):
+def _element_targets(target: ast.AST, kind: type[ast.AST]) -> list[Any]:
+    """The targets of one kind (`ast.Attribute`, `ast.Subscript`) that an assignment target assigns: `a.b` or
+    `t[k]` in `a.b = 1`, `a.b, t[k] = 1, 2`, `*a.b, = ...`."""
+    if isinstance(target, kind):
         return [target]
     if isinstance(target, (ast.Tuple, ast.List)):
-        return [a for element in target.elts for a in _attribute_targets(element)]
+        return [t for element in target.elts for t in _element_targets(element, kind)]
     if isinstance(target, ast.Starred):
-        return _attribute_targets(target.value)
+        return _element_targets(target.value, kind)
     return []
 
 
@@ -642,14 +633,14 @@ def cell_findings(tree: ast.Module, needed: dict[str, str], roots: set[str], ali
         elif targets := _assignment_targets(node):
             if any(isinstance(a, ast.Attribute) and a.attr == "flags" for target in targets for a in ast.walk(target)):
                 say("changes an array's flags: the data the tests read are read-only")
-            for t in (item for target in targets for item in _item_targets(target)):
+            for t in (item for target in targets for item in _element_targets(target, ast.Subscript)):
                 sources = _target_references(t)
                 holder = next((r for r in sorted(sources) if r in roots and r not in local), None)
                 if holder and _last_name(t.value) not in FREE_TABLES:
                     say(f"{'deletes' if isinstance(node, ast.Delete) else 'assigns'} an item of "
                         f"`{ast.unparse(t.value)}` (`{holder}` is imported or the assignment's): a library's or the "
                         "assignment's table is the tests' too")
-            for t in (a for target in targets for a in _attribute_targets(target)):
+            for t in (a for target in targets for a in _element_targets(target, ast.Attribute)):
                 sources = _target_references(t)
                 root = next((r for r in sorted(sources) if r in roots and r not in local), None)
                 alias = next((r for r in sorted(sources) if r in tainted), None)
