@@ -406,9 +406,9 @@ def _python(source: str) -> ast.Module | None:
     try:
         cleaned, ipython_syntax = _cleaned(source)
         return None if ipython_syntax else ast.parse(cleaned)
-    except RecursionError:
+    except (RecursionError, MemoryError):
         raise
-    except (SyntaxError, ValueError, RuntimeError):
+    except Exception:  # IPython's transformer fails on some text (an IndexError): the kernel cannot run it either
         return None
 
 
@@ -417,9 +417,9 @@ def _ipython(source: str) -> ast.Module | None:
     gives up on it (then it cannot run either)."""
     try:
         return ast.parse(_transform(source))
-    except RecursionError:
+    except (RecursionError, MemoryError):
         raise
-    except (SyntaxError, ValueError, RuntimeError):
+    except Exception:  # IPython's transformer fails on some text (an IndexError): the kernel cannot run it either
         return None
 
 

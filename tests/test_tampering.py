@@ -261,6 +261,14 @@ def test_code_too_large_or_too_deep_to_read_is_flagged_not_read():
                      "cell #3 was not read: its code is nested too deeply for Python's parser"]
 
 
+def test_text_ipython_fails_on_is_not_read_and_never_stops_grading():
+    """`=%\"\"\"` makes IPython's transformer raise an IndexError (the kernel shows it and runs nothing): the
+    reader, which raised it too, stopping that student's grading, now finds nothing in such a cell."""
+    code = '=%"""'
+    found = findings(with_answer(code))
+    assert not any(line.startswith(f"cell {ANSWER} ") for line in found), found
+
+
 def test_ipython_syntax_costs_the_grader_seconds_and_never_stops_grading():
     """IPython's transformer reads a whole cell again for each `%`/`!` line it rewrites, and gives up after 500
     (RuntimeError). 490 `!` lines in 205 KB took the grader 230 s of CPU, and 600 stopped the student's grading
