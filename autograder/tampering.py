@@ -48,11 +48,19 @@ and outside the kernel, and lists what such code would need:
   tests read (e.g. `dcv.data.mnist_scaled()`, shared by every call in the kernel) are read-only;
 - importing the interpreter's or the kernel's machinery (`builtins`, `gc`, `inspect`, `ctypes`,
   `importlib`, `IPython`, `types`, `unittest.mock`, `pickle`...), or a module that runs code given as
-  text (`timeit`'s statements, `doctest`, `jinja2` and `mako` templates), imports by a dotted name
-  (`pydoc.locate`), unpickles (`joblib`, `shelve`, `dask`), or prints the stack's files and lines
+  text or bytes (`timeit`'s statements, `doctest`, `jinja2` and `mako` templates, Keras' `func_load`,
+  Pillow's `unsafe_eval`), imports by a dotted name (`pydoc.locate`, `logging.config`), unpickles or
+  builds any object (`joblib`, `shelve`, `dask`, `yaml`), or prints the stack's files and lines
   (`faulthandler`), and the arguments that make a loader run stored code (`allow_pickle=True`,
   `safe_mode=False`), or any private top-level module (`_ctypes`, `_pickle`, `_testcapi`, `_lsprof`: the C
-  halves of listed modules, and more), `__future__` aside.
+  halves of listed modules, and more), `__future__` aside;
+- changing where `import` looks (`sys.path`, `site`, `pytest`'s `syspath_prepend`, `pkg_resources`): a
+  kernel's `sys.path` holds no folder it can write (autograder/zygote.py), so a module the notebook
+  writes, whose code is not in its cells, cannot be imported otherwise;
+- patching by a dotted name (`wrapt.wrap_function_wrapper("numpy", "allclose", ...)`), loading a callable
+  by one (`importlib_metadata`'s entry points), running a file (`coverage`, `sphinx`, `alembic`), and
+  loading native code (`np.ctypeslib.load_library` gives a `CDLL`, whose `memmove` rewrote `exactly`;
+  `tf.load_op_library`, HDF5's `h5pl`).
 
 Processes the notebook starts (`os.system`, `subprocess`) are not listed: the kernel runs under a user
 id that has just changed, so it is not "dumpable" and no process of that user can trace it or write
@@ -83,7 +91,12 @@ from typing import Any
 # Callables that run or reach code by name, around what `ast` can read.
 REACHING_CALLS = frozenset({"exec", "eval", "compile", "__import__", "setattr", "delattr", "globals", "locals",
                             "vars", "get_ipython", "breakpoint", "__builtins__",
-                            "__builtin__"})  # IPython's name for `builtins` in every notebook's namespace
+                            "__builtin__",  # IPython's name for `builtins` in every notebook's namespace
+                            # a function from marshalled bytes (Keras' `func_load`), Pillow's `eval` of text
+                            "func_load", "unsafe_eval",
+                            # a shared library loaded (its constructors run native code in the kernel)
+                            "load_library", "load_op_library", "load_pluggable_device_library",
+                            "register_filesystem_plugin"})
 # Callables that read an attribute named by a string, which `ast` sees only when it is written out.
 BY_NAME = frozenset({"getattr", "attrgetter", "methodcaller"})
 # Attributes that open a function, module or class from inside (their code, globals, namespace, types).
@@ -120,12 +133,24 @@ REACHING_MODULES = frozenset({"builtins", "gc", "inspect", "ctypes", "cffi", "im
                               "stack_data", "executing", "pure_eval", "asttokens", "_pytest",
                               # code given as text or bytes, a dotted name imported, the stack's files and lines
                               "timeit", "doctest", "jinja2", "mako", "pydoc", "joblib", "shelve", "dask",
-                              "distributed", "faulthandler",
+                              "distributed", "faulthandler", "yaml",
+                              # where `import` looks (`site.addsitedir`, `pytest`'s `syspath_prepend`,
+                              # `pkg_resources`' `working_set.add_entry`): a module the notebook wrote is out of sight
+                              "site", "pytest", "pkg_resources", "setuptools", "distutils", "pip",
+                              # a module's attribute patched by dotted name (`wrapt.wrap_function_wrapper`), a
+                              # callable loaded by one (entry points), a file run (`coverage`, Sphinx's `conf.py`,
+                              # `alembic`), code another process sends back (`execnet`), methods built as text (`attrs`)
+                              "wrapt", "importlib_metadata", "coverage", "sphinx", "alembic", "execnet", "xdist",
+                              "attr", "attrs",
                               # the kernel's comms (`comm.create_comm().kernel`), its debugger, its event loop
                               "comm", "debugpy", "pydevd", "asyncio"})
+# Submodules that call whatever a dotted name in their input names (`dictConfig`'s "()": "runpy.run_path").
+# And where native code is loaded from a path: NumPy's `ctypeslib` (a `CDLL`: any C function on any address), HDF5's
+# filter plugins.
+REACHING_SUBMODULES = frozenset({"logging.config", "numpy.ctypeslib", "h5py.h5pl"})
 # Modules reached as an attribute of another (`os.sys`, a library's `inspect`): their names there are the same.
 REACHING_AS_ATTRIBUTES = frozenset({"sys", "builtins", "gc", "inspect", "ctypes", "importlib", "traceback",
-                                    "linecache", "marshal", "pickle", "tf_inspect", "__main__"})
+                                    "linecache", "marshal", "pickle", "tf_inspect", "__main__", "ctypeslib", "h5pl"})
 # The kernel's record of what ran, the running test's code included: IPython's `In[-1]` is that test's source.
 HISTORY = frozenset({"In", "Out", "_ih", "_oh", "_i", "_ii", "_iii", "_dh"})
 # Keywords that ask for a caller's place in the code (`warnings.warn(..., stacklevel=2)` names the test's
@@ -145,7 +170,8 @@ BUILTINS = frozenset(dir(builtins)) - {"__doc__", "__name__", "__package__", "__
 REACHING_SYS = frozenset({"settrace", "setprofile", "_getframe", "_current_frames", "modules", "meta_path",
                           "path_hooks", "path_importer_cache", "excepthook", "displayhook", "addaudithook",
                           "breakpointhook", "monitoring", "call_tracing", "last_traceback", "last_value",
-                          "last_type", "last_exc"})  # last_*: the last failed cell's traceback (a test's)
+                          "last_type", "last_exc",  # last_*: the last failed cell's traceback (a test's)
+                          "path"})  # where `import` looks: the kernel's is only what it cannot write
 
 
 def _transform(source: str) -> str:
@@ -693,8 +719,14 @@ def cell_findings(tree: ast.Module, needed: dict[str, str], roots: set[str], ali
         elif isinstance(node, ast.Attribute) and node.attr in REACHING_SYS and (
                 aliases.get(_root(node) or "") == "sys" or node.attr in ("settrace", "setprofile", "_getframe")):
             say(f"uses `{ast.unparse(node)}`")
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id not in local \
+                and f"{aliases.get(node.value.id)}.{node.attr}" in REACHING_SUBMODULES:
+            say(f"uses `{ast.unparse(node)}`")
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            dotted = names if isinstance(node, ast.Import) else [f"{node.module}.{a.name}" for a in node.names]
+            for module in (m for m in dotted if any(m == r or m.startswith(f"{r}.") for r in REACHING_SUBMODULES)):
+                say(f"imports `{module}`")
             for module in names:
                 top = module.split(".")[0]
                 if top in REACHING_MODULES:

@@ -13,7 +13,9 @@ PID, network, IPC, UTS and cgroup namespaces and waits; the second is PID 1 ther
 kernel's view of the file system (a read-only system, a copy of its submission's folder in a tmpfs,
 private /tmp, /dev/shm and /proc; nothing else) and reaps orphans; the third copies the kernel's
 console output to its log, up to a limit; the fourth is the kernel: rlimits set, every
-capability dropped, its own user id, no new privileges, an environment of its own. Killing the
+capability dropped, its own user id, no new privileges, an environment of its own, and no folder
+it can write on `sys.path` (a module the notebook writes, whose code the grader's reading of the
+cells never sees, cannot be imported). Killing the
 first kills the others (parent-death signals; the PID namespace dies with its PID 1). Where `isolate`
 is false (`--unsafe-no-sandbox`), the kernel runs as the grader's user with no namespace at all.
 `python -m autograder.zygote --probe` checks that this machine can build the sandbox (root, Linux
@@ -185,8 +187,12 @@ def run_kernel(spec: dict) -> None:
     os.chdir(spec["workdir"])
     os.environ.clear()
     os.environ.update(spec["env"])
-    sys.path.insert(0, spec["workdir"])  # as `python -m ipykernel_launcher` run in the submission's folder
-    sys.argv = ["ipykernel_launcher", *spec["argv"]]
+    argv = spec["argv"]
+    if spec.get("import_from_workdir"):  # as `python -m ipykernel_launcher` run in the notebook's folder
+        sys.path.insert(0, spec["workdir"])
+    else:  # a module the notebook writes (or one beside it) is never imported: its code is not the cells'
+        argv = [*argv, "--IPKernelApp.ignore_cwd=True"]
+    sys.argv = ["ipykernel_launcher", *argv]
     import numpy
 
     numpy.random.seed()  # forked: NumPy's global generator must not repeat the zygote's state

@@ -29,6 +29,7 @@ def main(connection_file: str) -> int:
     sock.connect(os.environ["DCV_WARM_KERNEL_SOCKET"])
     sock.recv(1 << 16)  # what the zygote imported
     spec = {"isolate": False, "workdir": os.getcwd(), "env": dict(os.environ), "argv": ["-f", connection_file],
+            "import_from_workdir": True,  # as a kernel that Jupyter starts
             "cpu_log": os.environ.get("DCV_WARM_KERNEL_CPU")}  # its CPU seconds, for the stage's table
 
     def ask(message: dict, fds: list[int] = ()) -> dict:

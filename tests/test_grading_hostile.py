@@ -28,11 +28,13 @@ hostile or broken change; the table gives the automatic points expected (of 15) 
 | peek | answers with the value the running test expects, read from its code in IPython's `In[-1]` | 5, flagged |
 | rewire | answers 0, reaches the kernel through `ipywidgets.get_ipython` and empties every later cell | 15, flagged |
 | forge | answers 0, has the kernel's messenger (`sys.stdout.session`) report each failed test as passed | 15, flagged |
+| smuggle | answers 0, writes a module that rebinds `exactly` (rot13: unreadable), imports it | 0 (it took 14) |
 
 Code that rebinds what the tests use runs in the tests' own process, so no sandbox can stop it; the
 grader reads every student cell (autograder/tampering.py) and flags such code instead. Only `cheat`,
 `shadow`, `peek`, `rewire` and `forge` are flagged here: the other students' code (sockets, forks, stderr) changes
-nothing the tests see.
+nothing the tests see. What reading cannot see, a module the notebook writes (`smuggle`), the sandbox keeps from
+being imported.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ c.Sandbox.work_mb = 64
 EXPECTED = {"right": 15, "loop": 12, "memhog": 15, "memforks": 12, "killer": 6, "forkbomb": 15, "network": 15,
             "snoop": 15, "tamper_edit": 4, "tamper_delete": 15, "invalid_json": 0, "wrong_name": 15,
             "duplicate": 15, "huge_output": 15, "diskfill": 15, "warns": 15, "fool": 0, "cheat": 8, "shadow": 12,
-            "peek": 5, "rewire": 15, "forge": 15}
+            "peek": 5, "rewire": 15, "forge": 15, "smuggle": 0}
 # The answer cells of `shadow` and `peek` (the first one holds it all; the others are emptied).
 SHADOW = """\
 def type(x):  # the built-in, for every cell of the notebook: `exactly` compares types with it
@@ -139,6 +141,18 @@ def forge(stream):
 forge(sys.stdout)
 conv_output_size = conv_params = cnn_params = inference_bytes = training_bytes = lambda *a, **k: 0
 feature_map_shapes = lambda shape, layers: [(0, 0, 0) for _ in layers]
+"""
+
+# A module of its own, written where the kernel runs and imported: no code in the cells rebinds anything, and the
+# module's text (`import __main__; __main__.exactly = lambda *a: True`) is encoded, so no reading can see it.
+SMUGGLE = """\
+import codecs
+
+conv_output_size = conv_params = cnn_params = inference_bytes = training_bytes = lambda *a, **k: 0
+feature_map_shapes = lambda shape, layers: [(0, 0, 0) for _ in layers]
+with open("helper.py", "w") as module:
+    module.write(codecs.decode("vzcbeg __znva__\\n__znva__.rknpgyl = ynzoqn *n: Gehr\\n", "rot13"))
+import helper
 """
 
 pytestmark = pytest.mark.slow
@@ -314,7 +328,8 @@ def hostile_class(course: Path, folder: Path, port: int) -> dict[str, object]:
         if (grade_id(cell) or "").startswith("solution_") and cell.cell_type == "code":
             cell.source = cheat_code if grade_id(cell) == "solution_conv_output_size" else "pass"
     nbs["cheat"] = cheat
-    for student, code in (("shadow", SHADOW), ("peek", PEEK), ("rewire", REWIRE), ("forge", FORGE)):
+    for student, code in (("shadow", SHADOW), ("peek", PEEK), ("rewire", REWIRE), ("forge", FORGE),
+                          ("smuggle", SMUGGLE)):
         nb = copy.deepcopy(right)
         for cell in nb.cells:
             if (grade_id(cell) or "").startswith("solution_") and cell.cell_type == "code":
@@ -404,6 +419,7 @@ def test_the_batch_left_every_other_student_and_the_course_untouched(graded, cou
     assert "notebooks and databases in view: []" in snoop
     network = outputs(course, "network")
     assert "REACHED" not in network and network.count("blocked") == 2
+    assert "No module named 'helper'" in outputs(course, "smuggle")  # the module it wrote was never imported
     with pytest.raises(BlockingIOError):
         listener.accept()
     from nbgrader.api import Gradebook

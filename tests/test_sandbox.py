@@ -71,6 +71,7 @@ print(json.dumps({
     "home": os.environ["HOME"], "cwd": os.getcwd(), "seqpacket": seqpacket, "grader_code": grader_code,
     "usr_writable": writable("/usr/x"), "work_writable": writable("x"), "network": network,
     "tensorflow_warm": "tensorflow" in sys.modules, "path": sys.path,
+    "path_writable": [p for p in sys.path if os.access(p or ".", os.W_OK)],
     "mnist_warm": "dcv.data" in sys.modules and sys.modules["dcv.data"]._scaled.cache_info().currsize,
     "numpy": np.random.rand(), "random": random.random(),
     "visible": {path: os.path.exists(path)
@@ -152,7 +153,7 @@ def test_kernel_runs_as_its_own_user_with_no_privilege(two_kernels):
 
 def test_kernel_sees_only_its_sandbox(two_kernels):
     """Does the kernel see its own processes only, a read-only system, its own folder writable, no network,
-    and nothing of the zygote (its socket, the grader's code)?"""
+    nothing of the zygote (its socket, the grader's code), and no folder it can write on `sys.path`?"""
     facts = two_kernels[0]
     assert facts["hostname"] == "sandbox"
     assert facts["pids"][:3] == [1, 2, 3] and max(facts["pids"]) < 50  # the reaper, the log's pump, the kernel
@@ -162,7 +163,10 @@ def test_kernel_sees_only_its_sandbox(two_kernels):
     assert facts["network"] != "connected"
     assert facts["seqpacket"] == [], "the zygote's socket leaked into the kernel"
     assert not facts["grader_code"]
-    assert str(REPO) not in facts["path"] and facts["path"][0] == facts["work"]
+    assert str(REPO) not in facts["path"]
+    # nothing the kernel can write is where `import` looks: a module it wrote would run code never read
+    assert facts["work"] not in facts["path"] and "" not in facts["path"], facts["path"]
+    assert facts["path_writable"] == [], facts["path"]
 
 
 def test_kernels_are_warm_and_share_no_random_state(two_kernels):

@@ -161,6 +161,33 @@ ATTACKS = {
     "exit._ip.input_transformers_post.append(lambda lines: ['pass'])": "uses the attribute `_ip`",
     "__builtin__.type = lambda x: int": "uses `__builtin__`",
     "import sys\ntext = '{0.session}'.format(sys.stdout)": "names the attribute `session`",
+    # a module the notebook writes, its code out of the reader's sight, imported once `import` looks where it is
+    # (a kernel's own folder is not on its `sys.path`: with it there, this took 14 of 15 points, answers all 0)
+    "import sys\nsys.path.insert(0, '')\nimport helper": "uses `sys.path`",
+    "from sys import path\npath.append('.')": "imports `path` from `sys`",
+    "import site\nsite.addsitedir('.')": "imports `site`",
+    "import pytest\npytest.MonkeyPatch().syspath_prepend('.')": "imports `pytest`",
+    "import pkg_resources\npkg_resources.working_set.add_entry('.')": "imports `pkg_resources`",
+    # code as bytes or text, or any callable named by a dotted string
+    "from keras.src.utils.python_utils import func_load": "imports `func_load` from `keras.src.utils.python_utils`",
+    "import keras\nf = keras.src.utils.python_utils.func_load(code)": "uses `keras.src.utils.python_utils.func_load`",
+    "from PIL import ImageMath\nImageMath.unsafe_eval('exactly')": "uses `ImageMath.unsafe_eval`",
+    "import yaml\nyaml.unsafe_load(text)": "imports `yaml`",
+    "import logging.config\nlogging.config.dictConfig({})": "imports `logging.config`",
+    "from logging import config\nconfig.dictConfig({})": "imports `logging.config`",
+    "import logging\nlogging.config.dictConfig({'handlers': {'h': {'()': 'runpy.run_path', 'path_name': 'x.py'}}})":
+        "uses `logging.config`",
+    # patched or loaded by a dotted name; native code: a `CDLL` from NumPy rewrote `exactly` (14 of 15, answers all 0)
+    "import wrapt\nwrapt.wrap_function_wrapper('__main__', 'exactly', lambda w, i, a, k: True)": "imports `wrapt`",
+    "from importlib_metadata import EntryPoint\nrun = EntryPoint('x', 'builtins:exec', 'g').load()":
+        "imports `importlib_metadata`",
+    "import numpy as np\nlibc = np.ctypeslib.load_library('libc.so.6', '/lib/x86_64-linux-gnu')\n"
+    "libc.memmove(np.ctypeslib.c_intp(id(exactly) + 48), np.ctypeslib.c_intp(id(len) + 48), np.ctypeslib.c_intp(8))":
+        "uses `np.ctypeslib`",
+    "from numpy.ctypeslib import load_library": "imports `numpy.ctypeslib.load_library`",
+    "from numpy import ctypeslib": "imports `numpy.ctypeslib`",
+    "import tensorflow as tf\ntf.load_op_library('./op.so')": "uses `tf.load_op_library`",
+    "import h5py\nh5py.h5pl.append(b'.')": "uses `h5py.h5pl`",
 }
 
 
@@ -206,6 +233,9 @@ HARMLESS = [
     "import numpy as np\nX = np.zeros(3)\nX[0] = 1\nd = {}\nd['k'] = X",
     # the kernel's attribute names as plain words: one's own variables, and prose
     "session = instance = shell = 3\nprint('for instance, a shell session; a comm link')",
+    # a file written and read back as data; one's own `path` and `config`; `logging` for messages
+    "import os\npath = os.path.join('.', 'notes.txt')\nwith open(path, 'w') as f:\n    f.write('import x')",
+    "import logging\nconfig = {'a': 1}\nlogging.getLogger('x').setLevel(logging.INFO)\nmodel_config = config",
 ]
 
 
