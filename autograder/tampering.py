@@ -60,7 +60,9 @@ and outside the kernel, and lists what such code would need:
 - patching by a dotted name (`wrapt.wrap_function_wrapper("numpy", "allclose", ...)`), loading a callable
   by one (`importlib_metadata`'s entry points), running a file (`coverage`, `sphinx`, `alembic`), and
   loading native code (`np.ctypeslib.load_library` gives a `CDLL`, whose `memmove` rewrote `exactly`;
-  `tf.load_op_library`, HDF5's `h5pl`).
+  `tf.load_op_library`, HDF5's `h5pl`), and an array over any address (`as_strided`, whose strides are
+  never checked, and `byte_bounds`). The kernel's own memory as a file (`/proc/self/mem`) is out of
+  reach: the kernel is not dumpable (the file is root's) and its /proc is read-only.
 
 Processes the notebook starts (`os.system`, `subprocess`) are not listed: the kernel runs under a user
 id that has just changed, so it is not "dumpable" and no process of that user can trace it or write
@@ -96,7 +98,10 @@ REACHING_CALLS = frozenset({"exec", "eval", "compile", "__import__", "setattr", 
                             "func_load", "unsafe_eval",
                             # a shared library loaded (its constructors run native code in the kernel)
                             "load_library", "load_op_library", "load_pluggable_device_library",
-                            "register_filesystem_plugin"})
+                            "register_filesystem_plugin",
+                            # any address of the process as an array: `as_strided` never checks its bounds, and
+                            # `byte_bounds` gives an array's address (with `id`, a function's code was rewritten)
+                            "as_strided", "byte_bounds"})
 # Callables that read an attribute named by a string, which `ast` sees only when it is written out.
 BY_NAME = frozenset({"getattr", "attrgetter", "methodcaller"})
 # Attributes that open a function, module or class from inside (their code, globals, namespace, types).

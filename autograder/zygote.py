@@ -11,7 +11,7 @@ submission: a kernel inherits nothing of other students.
 Each kernel is four processes. The first (in the grader's namespaces, root) enters new mount,
 PID, network, IPC, UTS and cgroup namespaces and waits; the second is PID 1 there: it builds the
 kernel's view of the file system (a read-only system, a copy of its submission's folder in a tmpfs,
-private /tmp, /dev/shm and /proc; nothing else) and reaps orphans; the third copies the kernel's
+private /tmp, /dev/shm and a read-only /proc; nothing else) and reaps orphans; the third copies the kernel's
 console output to its log, up to a limit; the fourth is the kernel: rlimits set, every
 capability dropped, its own user id, no new privileges, an environment of its own, and no folder
 it can write on `sys.path` (a module the notebook writes, whose code the grader's reading of the
@@ -140,8 +140,8 @@ def build_root(spec: dict) -> None:
         for d, dirs, files in os.walk(inside(work)):
             for name in [*dirs, *files]:
                 os.lchown(os.path.join(d, name), uid, uid)
-    os.makedirs(inside("/proc"))
-    _mount("proc", inside("/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    os.makedirs(inside("/proc"))  # read-only: `/proc/self/mem` would rewrite the kernel's objects, were it dumpable
+    _mount("proc", inside("/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
     for name in DEVICES:
         if os.path.exists(f"/dev/{name}"):
             _bind(f"/dev/{name}", inside(f"/dev/{name}"), read_only=False, flags=MS_NOSUID | MS_NOEXEC)

@@ -29,12 +29,13 @@ hostile or broken change; the table gives the automatic points expected (of 15) 
 | rewire | answers 0, reaches the kernel through `ipywidgets.get_ipython` and empties every later cell | 15, flagged |
 | forge | answers 0, has the kernel's messenger (`sys.stdout.session`) report each failed test as passed | 15, flagged |
 | smuggle | answers 0, writes a module that rebinds `exactly` (rot13: unreadable), imports it | 0 (it took 14) |
+| rewrite | answers 0, copies a lambda's code into `exactly` through `/proc/self/mem` (plain `open`) | 0: refused |
 
 Code that rebinds what the tests use runs in the tests' own process, so no sandbox can stop it; the
 grader reads every student cell (autograder/tampering.py) and flags such code instead. Only `cheat`,
 `shadow`, `peek`, `rewire` and `forge` are flagged here: the other students' code (sockets, forks, stderr) changes
-nothing the tests see. What reading cannot see, a module the notebook writes (`smuggle`), the sandbox keeps from
-being imported.
+nothing the tests see. What reading cannot see, a module the notebook writes (`smuggle`) and its own memory
+written as a file (`rewrite`), the sandbox stops.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ c.Sandbox.work_mb = 64
 EXPECTED = {"right": 15, "loop": 12, "memhog": 15, "memforks": 12, "killer": 6, "forkbomb": 15, "network": 15,
             "snoop": 15, "tamper_edit": 4, "tamper_delete": 15, "invalid_json": 0, "wrong_name": 15,
             "duplicate": 15, "huge_output": 15, "diskfill": 15, "warns": 15, "fool": 0, "cheat": 8, "shadow": 12,
-            "peek": 5, "rewire": 15, "forge": 15, "smuggle": 0}
+            "peek": 5, "rewire": 15, "forge": 15, "smuggle": 0,
+            "rewrite": 0}
 # The answer cells of `shadow` and `peek` (the first one holds it all; the others are emptied).
 SHADOW = """\
 def type(x):  # the built-in, for every cell of the notebook: `exactly` compares types with it
@@ -153,6 +155,17 @@ feature_map_shapes = lambda shape, layers: [(0, 0, 0) for _ in layers]
 with open("helper.py", "w") as module:
     module.write(codecs.decode("vzcbeg __znva__\\n__znva__.rknpgyl = ynzoqn *n: Gehr\\n", "rot13"))
 import helper
+"""
+# The kernel's own memory as a file: 8 bytes of `exactly` (its code object's address) overwritten with a lambda's.
+REWRITE = """\
+yes = lambda value, expected: True
+with open("/proc/self/mem", "r+b", buffering=0) as memory:
+    memory.seek(id(yes) + 48)
+    code = memory.read(8)
+    memory.seek(id(exactly) + 48)
+    memory.write(code)
+conv_output_size = conv_params = cnn_params = inference_bytes = training_bytes = lambda *a, **k: 0
+feature_map_shapes = lambda shape, layers: [(0, 0, 0) for _ in layers]
 """
 
 pytestmark = pytest.mark.slow
@@ -329,7 +342,7 @@ def hostile_class(course: Path, folder: Path, port: int) -> dict[str, object]:
             cell.source = cheat_code if grade_id(cell) == "solution_conv_output_size" else "pass"
     nbs["cheat"] = cheat
     for student, code in (("shadow", SHADOW), ("peek", PEEK), ("rewire", REWIRE), ("forge", FORGE),
-                          ("smuggle", SMUGGLE)):
+                          ("smuggle", SMUGGLE), ("rewrite", REWRITE)):
         nb = copy.deepcopy(right)
         for cell in nb.cells:
             if (grade_id(cell) or "").startswith("solution_") and cell.cell_type == "code":
@@ -359,9 +372,11 @@ def summary_rows(stdout: str) -> dict[str, str]:
 
 
 def outputs(course: Path, student: str) -> str:
+    """A student's graded notebook's printed text and error messages. Consecutive stream outputs are one text:
+    the kernel may send one `print` in pieces ("runtime refused:", " PermissionError")."""
     nb = nbformat.read(course / "autograded" / student / EX02 / f"{EX02}.ipynb", as_version=4)
-    return "\n".join(o.get("text", "") + o.get("evalue", "") for c in nb.cells if c.cell_type == "code"
-                     for o in c.outputs)
+    return "".join(o.get("text") or f"\n{o.get('evalue', '')}\n" for c in nb.cells if c.cell_type == "code"
+                   for o in c.outputs)
 
 
 def test_every_hostile_submission_gets_its_expected_score(graded, course):
@@ -420,6 +435,7 @@ def test_the_batch_left_every_other_student_and_the_course_untouched(graded, cou
     network = outputs(course, "network")
     assert "REACHED" not in network and network.count("blocked") == 2
     assert "No module named 'helper'" in outputs(course, "smuggle")  # the module it wrote was never imported
+    assert "Read-only file system: '/proc/self/mem'" in outputs(course, "rewrite")
     with pytest.raises(BlockingIOError):
         listener.accept()
     from nbgrader.api import Gradebook

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 UID = 200000 + 64 * 1000 + 7  # a user id no other test uses
 
 FACTS = r'''
-import json, os, random, socket, sys
+import errno, json, os, random, socket, sys
 import numpy as np
 status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
 seqpacket = []
@@ -62,8 +62,13 @@ dumpable = ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)  # PR_GET_DUMPABLE
 peek = ("import os\ntry:\n    open(f'/proc/{os.getppid()}/mem', 'rb').read(1)\n    print('read')\n"
         "except OSError as exc:\n    print(type(exc).__name__)")
 child_reads = subprocess.run([sys.executable, "-c", peek], capture_output=True, text=True).stdout.strip()
+try:  # its own memory, as a file: writing it would rewrite the tests' helpers (a function's code, 8 bytes)
+    open("/proc/self/mem", "r+b").close()
+    own_memory = "writable"
+except OSError as exc:
+    own_memory = errno.errorcode.get(exc.errno, str(exc.errno))
 print(json.dumps({
-    "dumpable": dumpable, "child_reads_kernel_memory": child_reads,
+    "dumpable": dumpable, "child_reads_kernel_memory": child_reads, "own_memory": own_memory,
     "uid": os.getuid(), "euid": os.geteuid(), "cap_eff": status["CapEff"].strip(),
     "cap_bnd": status["CapBnd"].strip(), "no_new_privs": status["NoNewPrivs"].strip(),
     "hostname": socket.gethostname(), "root": sorted(os.listdir("/")),
@@ -143,12 +148,14 @@ def test_a_kernel_that_cannot_start_says_why_in_its_log():
 
 def test_kernel_runs_as_its_own_user_with_no_privilege(two_kernels):
     """Is the kernel its own user id, with no capability at all, unable to gain any, and out of reach of the
-    processes it starts (not dumpable: a child cannot read or write its memory)?"""
+    processes it starts (not dumpable: a child cannot read or write its memory), and of its own code (its
+    memory cannot be written as a file: /proc is read-only)?"""
     facts = two_kernels[0]
     assert (facts["uid"], facts["euid"]) == (UID, UID)
     assert int(facts["cap_eff"], 16) == 0 and int(facts["cap_bnd"], 16) == 0
     assert facts["no_new_privs"] == "1"
     assert facts["dumpable"] == 0 and facts["child_reads_kernel_memory"] == "PermissionError", facts
+    assert facts["own_memory"] == "EROFS", facts
 
 
 def test_kernel_sees_only_its_sandbox(two_kernels):

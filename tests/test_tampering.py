@@ -188,6 +188,14 @@ ATTACKS = {
     "from numpy import ctypeslib": "imports `numpy.ctypeslib`",
     "import tensorflow as tf\ntf.load_op_library('./op.so')": "uses `tf.load_op_library`",
     "import h5py\nh5py.h5pl.append(b'.')": "uses `h5py.h5pl`",
+    # an array over any address: with `id`, the same 8 bytes of `exactly` rewritten (14 of 15, answers all 0)
+    "import numpy as np\nfrom numpy.lib.stride_tricks import as_strided\nc = np.zeros(1, np.uint64)\n"
+    "as_strided(c, (2,), (id(exactly) + 48 - np.lib.array_utils.byte_bounds(c)[0],))[1] = 0":
+        "imports `as_strided` from `numpy.lib.stride_tricks`",
+    "import numpy as np\nstart = np.lib.array_utils.byte_bounds(np.zeros(1))[0]":
+        "uses `np.lib.array_utils.byte_bounds`",
+    "import numpy as np\nv = np.lib.stride_tricks.as_strided(np.zeros(1), (2,), (8,))":
+        "uses `np.lib.stride_tricks.as_strided`",
 }
 
 
