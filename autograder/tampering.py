@@ -144,9 +144,8 @@ REACHING_MODULES = frozenset({"builtins", "gc", "inspect", "ctypes", "cffi", "im
                               "site", "pytest", "pkg_resources", "setuptools", "distutils", "pip",
                               # a module's attribute patched by dotted name (`wrapt.wrap_function_wrapper`), a
                               # callable loaded by one (entry points), a file run (`coverage`, Sphinx's `conf.py`,
-                              # `alembic`), code another process sends back (`execnet`), methods built as text (`attrs`)
-                              "wrapt", "importlib_metadata", "coverage", "sphinx", "alembic", "execnet", "xdist",
-                              "attr", "attrs",
+                              # `alembic`), methods built as text from given names (`attrs`)
+                              "wrapt", "importlib_metadata", "coverage", "sphinx", "alembic", "attr", "attrs",
                               # the kernel's comms (`comm.create_comm().kernel`), its debugger, its event loop
                               "comm", "debugpy", "pydevd", "asyncio"})
 # Submodules that call whatever a dotted name in their input names (`dictConfig`'s "()": "runpy.run_path").

@@ -196,10 +196,11 @@ def autograded(submissions, course):
 
 
 def cell_outputs(course: Path, student: str) -> dict[str, str]:
-    """The text output (streams and errors) of each nbgrader cell of a student's autograded notebook."""
+    """The text output (streams and errors) of each nbgrader cell of a student's autograded notebook (consecutive
+    stream outputs as one text: the kernel may send one `print` in pieces)."""
     nb = nbformat.read(course / "autograded" / student / EX09 / f"{EX09}.ipynb", as_version=4)
-    return {cell.metadata.nbgrader["grade_id"]: "\n".join(
-                o.get("text", "") + " ".join(o.get("traceback", [])) for o in cell.outputs)
+    return {cell.metadata.nbgrader["grade_id"]: "".join(
+                o.get("text") or f"\n{' '.join(o.get('traceback', []))}\n" for o in cell.outputs)
             for cell in nb.cells if cell.cell_type == "code" and "nbgrader" in cell.metadata}
 
 
