@@ -35,8 +35,10 @@ and outside the kernel, and lists what such code would need:
   import (`ipywidgets.get_ipython`), attributes such as `__dict__`, `__globals__`, `__code__`,
   `__builtins__`, `__class__`, `__subclasses__`, also named in a string (`"{0.__globals__}".format(f)`
   reads it, and so does a template), a format template that is not written out, a module reached as
-  another's attribute (`os.sys`), and `sys`'s hooks and tables (`sys.settrace`, `sys.modules`,
-  `sys._getframe`, `sys.last_traceback`...);
+  another's attribute (`os.sys`, `collections._sys`: also with leading underscores or under another name,
+  `builtin_mod`), and `sys`'s hooks and tables (`sys.settrace`, `sys.modules`, `sys._getframe`,
+  `sys.last_traceback`...; the hooks on whatever holds them: `collections._sys.addaudithook` saw each
+  test's source as IPython compiled it), and `CodeType` (a code object from raw bytecode);
 - the kernel's machinery, reached from objects any cell holds: `sys.stdout.session` (which sends every message
   of the kernel: replacing its `send` made each failed test report success), a singleton's `instance()`
   (`InteractiveShell.instance()`, re-exported by `ipywidgets`; `InlineBackend.instance().shell`), the shell
@@ -113,7 +115,8 @@ REACHING_ATTRIBUTES = frozenset({"__dict__", "__globals__", "__code__", "__built
                                  "f_code", "f_lineno", "f_lasti", "f_trace", "cr_frame", "ag_frame", "gi_code",
                                  "cr_code", "ag_code", "__traceback__", "tb_next", "co_consts", "co_names", "co_code",
                                  "co_filename", "co_positions", "co_lines", "findCaller", "__array_interface__",
-                                 "__array_struct__", "formatwarning", "enable_unsafe_deserialization"})
+                                 "__array_struct__", "formatwarning", "enable_unsafe_deserialization",
+                                 "CodeType"})  # a code object from raw bytecode (`types`, also as `x._types`)
 # Attributes that hold the kernel's machinery, reached from objects any cell holds: `sys.stdout.session` signs and
 # sends every message, the tests' results among them; a singleton's `instance()` (`InteractiveShell`'s,
 # `InlineBackend`'s) and its `shell`; `exit._ip` and `quit._ip` (the shell, in every notebook's namespace); a
@@ -152,9 +155,11 @@ REACHING_MODULES = frozenset({"builtins", "gc", "inspect", "ctypes", "cffi", "im
 # And where native code is loaded from a path: NumPy's `ctypeslib` (a `CDLL`: any C function on any address), HDF5's
 # filter plugins.
 REACHING_SUBMODULES = frozenset({"logging.config", "numpy.ctypeslib", "h5py.h5pl"})
-# Modules reached as an attribute of another (`os.sys`, a library's `inspect`): their names there are the same.
+# Modules reached as an attribute of another (`os.sys`, a library's `inspect`), under their names or another's
+# (`builtin_mod`, IPython's), with or without leading underscores (`collections._sys`: 345 modules hold one).
 REACHING_AS_ATTRIBUTES = frozenset({"sys", "builtins", "gc", "inspect", "ctypes", "importlib", "traceback",
-                                    "linecache", "marshal", "pickle", "tf_inspect", "__main__", "ctypeslib", "h5pl"})
+                                    "linecache", "marshal", "pickle", "tf_inspect", "__main__", "ctypeslib", "h5pl",
+                                    "builtin_mod", "bltns"})
 # The kernel's record of what ran, the running test's code included: IPython's `In[-1]` is that test's source.
 HISTORY = frozenset({"In", "Out", "_ih", "_oh", "_i", "_ii", "_iii", "_dh"})
 # Keywords that ask for a caller's place in the code (`warnings.warn(..., stacklevel=2)` names the test's
@@ -176,6 +181,9 @@ REACHING_SYS = frozenset({"settrace", "setprofile", "_getframe", "_current_frame
                           "breakpointhook", "monitoring", "call_tracing", "last_traceback", "last_value",
                           "last_type", "last_exc",  # last_*: the last failed cell's traceback (a test's)
                           "path"})  # where `import` looks: the kernel's is only what it cannot write
+# Of those, the words that other objects use too (`os.path`, a package's `modules`): flagged on `sys` only. Every other
+# one is flagged on whatever holds it (`collections._sys.addaudithook` handed every test's source to a notebook).
+SYS_WORDS = frozenset({"modules", "path", "monitoring"})
 
 
 def _transform(source: str) -> str:
@@ -600,9 +608,14 @@ def _name_read_by_string(node: ast.Call) -> str | None:
         if not (isinstance(name, ast.Constant) and isinstance(name.value, str)):
             return "a computed name"
         reaching = REACHING_ATTRIBUTES | KERNEL_ATTRIBUTES | REACHING_SYS | REACHING_AS_ATTRIBUTES | HISTORY
-        if any(part in reaching for part in name.value.split(".")):  # `attrgetter("session.send")` too
+        if any(part in reaching or _module_alias(part) for part in name.value.split(".")):  # `"session.send"` too
             return f"`{name.value}`"
     return None
+
+
+def _module_alias(name: str) -> bool:
+    """Whether an attribute of this name is a reaching module (`sys`, `_sys`, `builtin_mod`...)."""
+    return name in REACHING_AS_ATTRIBUTES or name.lstrip("_") in REACHING_AS_ATTRIBUTES
 
 
 def _reaching_in_text(text: str) -> str | None:
@@ -718,10 +731,10 @@ def cell_findings(tree: ast.Module, needed: dict[str, str], roots: set[str], ali
             say(f"uses `{ast.unparse(node)}`" + (" (the kernel itself)" if node.attr == "get_ipython" else ""))
         elif name := _named(node):
             say(f"names the attribute `{name}` (in a class, a dictionary or a string)")
-        elif isinstance(node, ast.Attribute) and node.attr in REACHING_AS_ATTRIBUTES:
+        elif isinstance(node, ast.Attribute) and _module_alias(node.attr):
             say(f"uses `{ast.unparse(node)}`, the module `{node.attr}`")
         elif isinstance(node, ast.Attribute) and node.attr in REACHING_SYS and (
-                aliases.get(_root(node) or "") == "sys" or node.attr in ("settrace", "setprofile", "_getframe")):
+                aliases.get(_root(node) or "") == "sys" or node.attr not in SYS_WORDS):
             say(f"uses `{ast.unparse(node)}`")
         elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id not in local \
                 and f"{aliases.get(node.value.id)}.{node.attr}" in REACHING_SUBMODULES:

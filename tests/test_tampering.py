@@ -196,6 +196,16 @@ ATTACKS = {
         "uses `np.lib.array_utils.byte_bounds`",
     "import numpy as np\nv = np.lib.stride_tricks.as_strided(np.zeros(1), (2,), (8,))":
         "uses `np.lib.stride_tricks.as_strided`",
+    # `sys` as another module's `_sys` (345 modules hold one): an audit hook that kept each compiled cell's source
+    # answered with the values the running test expected (5 of 15, as `peek`), unflagged
+    "import collections\nsources = []\ncollections._sys.addaudithook(lambda e, a: sources.append(a))":
+        "uses `collections._sys`, the module `_sys`",
+    "import collections\nhook = collections._sys.addaudithook": "uses `collections._sys.addaudithook`",
+    "def f(m):\n    return m.last_traceback": "uses `m.last_traceback`",
+    "import keras\nx = keras.src.utils.python_utils._builtins": "the module `_builtins`",
+    "import operator\nget = operator.attrgetter('_sys')": "reads an attribute by `_sys`",
+    "def make(t):\n    return t.CodeType(0, 0, 0, 0, 0, 0, b'', (), (), (), '', '', '', 0, b'', b'')":
+        "uses the attribute `CodeType`",
 }
 
 
@@ -244,6 +254,7 @@ HARMLESS = [
     # a file written and read back as data; one's own `path` and `config`; `logging` for messages
     "import os\npath = os.path.join('.', 'notes.txt')\nwith open(path, 'w') as f:\n    f.write('import x')",
     "import logging\nconfig = {'a': 1}\nlogging.getLogger('x').setLevel(logging.INFO)\nmodel_config = config",
+    "import os\nimport numpy as np\nfolder = os.path.dirname(os.path.abspath('x'))\nnames = np.sort(['b', 'a'])",
 ]
 
 
