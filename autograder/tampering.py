@@ -68,7 +68,8 @@ and outside the kernel, and lists what such code would need:
 
 Processes the notebook starts (`os.system`, `subprocess`) are not listed: the kernel runs under a user
 id that has just changed, so it is not "dumpable" and no process of that user can trace it or write
-its memory.
+its memory, and a seccomp filter refuses connect(2) to the kernel and all it starts, so none can reach
+its sockets (a process subscribed to its IOPub read each test's code as the kernel announced it).
 
 A cell the grader cannot read is flagged the same way: one nested too deeply for Python's parser, one
 past the first 256 KB of a notebook's student code (`READ_LIMIT`), or one whose IPython syntax would cost

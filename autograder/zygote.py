@@ -13,9 +13,10 @@ PID, network, IPC, UTS and cgroup namespaces and waits; the second is PID 1 ther
 kernel's view of the file system (a read-only system, a copy of its submission's folder in a tmpfs,
 private /tmp, /dev/shm and a read-only /proc; nothing else) and reaps orphans; the third copies the kernel's
 console output to its log, up to a limit; the fourth is the kernel: rlimits set, every
-capability dropped, its own user id, no new privileges, an environment of its own, and no folder
+capability dropped, its own user id, no new privileges, an environment of its own, no folder
 it can write on `sys.path` (a module the notebook writes, whose code the grader's reading of the
-cells never sees, cannot be imported). Killing the
+cells never sees, cannot be imported), and no connect(2) for it or anything it starts (a seccomp
+filter: a process it starts cannot listen to its sockets). Killing the
 first kills the others (parent-death signals; the PID namespace dies with its PID 1). Where `isolate`
 is false (`--unsafe-no-sandbox`), the kernel runs as the grader's user with no namespace at all.
 `python -m autograder.zygote --probe` checks that this machine can build the sandbox (root, Linux
@@ -58,6 +59,24 @@ WARMABLE = ("numpy", "tensorflow", "keras", "matplotlib.pyplot", "dcv.data", "dc
             "dcv.detection", "dcv.receptive", "dcv.style", "dcv.synthetic", "dcv.plots",
             "dcv.data.mnist_scaled()")
 
+# A seccomp filter for the kernel and every process it starts (inherited, never removed): connect(2) fails. A
+# process the notebook starts could otherwise subscribe to its kernel's IOPub socket (a file it can reach) and
+# read each cell's code as the kernel announces it, the hidden tests' among them; the kernel itself only binds.
+# io_uring is refused too (its connect bypasses seccomp), and so is every call of another ABI (i386's
+# socketcall, x32). (audit arch, connect, io_uring_setup) per machine.
+SECCOMP_NUMBERS = {"x86_64": (0xC000003E, 42, 425), "aarch64": (0xC00000B7, 203, 425)}
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+SECCOMP_RET_ALLOW, SECCOMP_RET_EPERM = 0x7FFF0000, 0x00050000 | 1  # SECCOMP_RET_ERRNO | EPERM
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -75,6 +94,23 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
 
 def _prctl(option: int, value: int) -> None:
     _check(_libc.prctl(option, ctypes.c_ulong(value), 0, 0, 0), f"prctl {option}")
+
+
+def _deny_connect() -> None:
+    """Install SECCOMP_NUMBERS' filter in this process (after PR_SET_NO_NEW_PRIVS): connect(2) and io_uring fail
+    with EPERM, here and in every process started from here."""
+    if platform.machine() not in SECCOMP_NUMBERS:
+        raise OSError(f"no seccomp filter for {platform.machine()}: a kernel's children could read its sockets")
+    arch, connect, io_uring_setup = SECCOMP_NUMBERS[platform.machine()]
+    load, jump_eq, jump_ge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JGE|K, BPF_RET|K
+    program = [(load, 0, 0, 4), (jump_eq, 1, 0, arch), (ret, 0, 0, SECCOMP_RET_EPERM),  # another ABI: refused
+               (load, 0, 0, 0), (jump_ge, 3, 0, 0x40000000),  # the call's number; x32's: refused
+               (jump_eq, 2, 0, connect), (jump_eq, 1, 0, io_uring_setup),
+               (ret, 0, 0, SECCOMP_RET_ALLOW), (ret, 0, 0, SECCOMP_RET_EPERM)]
+    filters = (_SockFilter * len(program))(*(_SockFilter(*instruction) for instruction in program))
+    prog = _SockFprog(len(program), ctypes.cast(filters, ctypes.POINTER(_SockFilter)))
+    _check(_libc.prctl(PR_SET_SECCOMP, ctypes.c_ulong(SECCOMP_MODE_FILTER), ctypes.byref(prog), 0, 0),
+           "seccomp filter")
 
 
 def _exit_code(status: int) -> int:
@@ -160,7 +196,8 @@ def build_root(spec: dict) -> None:
 
 
 def confine(spec: dict) -> None:
-    """Limits, no capability, the kernel's own user id, no new privileges, not traceable (in the kernel)."""
+    """Limits, no capability, the kernel's own user id, no new privileges, not traceable, no connect(2) (in the
+    kernel)."""
     limits = spec["limits"]
     for name, value in (("RLIMIT_AS", limits["address_space"]), ("RLIMIT_CPU", limits["cpu"]),
                         ("RLIMIT_NPROC", limits["processes"]), ("RLIMIT_FSIZE", limits["file"]),
@@ -175,6 +212,7 @@ def confine(spec: dict) -> None:
     os.setresuid(uid, uid, uid)
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
     _prctl(PR_SET_DUMPABLE, 0)  # no process of its user (a child it starts) may trace it or write its memory
+    _deny_connect()  # nor connect to its sockets
     status = open("/proc/self/status").read()
     effective = next(line.split()[1] for line in status.splitlines() if line.startswith("CapEff:"))
     if int(effective, 16) or os.getuid() != uid or os.geteuid() != uid:

@@ -30,12 +30,13 @@ hostile or broken change; the table gives the automatic points expected (of 15) 
 | forge | answers 0, has the kernel's messenger (`sys.stdout.session`) report each failed test as passed | 15, flagged |
 | smuggle | answers 0, writes a module that rebinds `exactly` (rot13: unreadable), imports it | 0 (it took 14) |
 | rewrite | answers 0, copies a lambda's code into `exactly` through `/proc/self/mem` (plain `open`) | 0: refused |
+| listen | starts a process that subscribes to its kernel's IOPub, answers what the tests' code expects | 0 (took 5) |
 
 Code that rebinds what the tests use runs in the tests' own process, so no sandbox can stop it; the
 grader reads every student cell (autograder/tampering.py) and flags such code instead. Only `cheat`,
 `shadow`, `peek`, `rewire` and `forge` are flagged here: the other students' code (sockets, forks, stderr) changes
-nothing the tests see. What reading cannot see, a module the notebook writes (`smuggle`) and its own memory
-written as a file (`rewrite`), the sandbox stops.
+nothing the tests see. What reading cannot see, a module the notebook writes (`smuggle`), its own memory written
+as a file (`rewrite`) and a process it starts listening to its kernel (`listen`), the sandbox stops.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ EXPECTED = {"right": 15, "loop": 12, "memhog": 15, "memforks": 12, "killer": 6, 
             "snoop": 15, "tamper_edit": 4, "tamper_delete": 15, "invalid_json": 0, "wrong_name": 15,
             "duplicate": 15, "huge_output": 15, "diskfill": 15, "warns": 15, "fool": 0, "cheat": 8, "shadow": 12,
             "peek": 5, "rewire": 15, "forge": 15, "smuggle": 0,
-            "rewrite": 0}
+            "rewrite": 0, "listen": 0}
 # The answer cells of `shadow` and `peek` (the first one holds it all; the others are emptied).
 SHADOW = """\
 def type(x):  # the built-in, for every cell of the notebook: `exactly` compares types with it
@@ -165,6 +166,59 @@ with open("/proc/self/mem", "r+b", buffering=0) as memory:
     memory.seek(id(exactly) + 48)
     memory.write(code)
 conv_output_size = conv_params = cnn_params = inference_bytes = training_bytes = lambda *a, **k: 0
+feature_map_shapes = lambda shape, layers: [(0, 0, 0) for _ in layers]
+"""
+
+# A process of its own that subscribes to the kernel's IOPub sockets (files in its runtime folder) and writes down the
+# code of each cell the kernel announces, the hidden tests' among them; the answers are what that code expects.
+LISTEN = """\
+import ast
+import os
+import subprocess
+import sys
+import time
+
+LISTENER = '''
+import json, os, stat, sys, zmq
+sub = zmq.Context().socket(zmq.SUB)
+sub.setsockopt(zmq.SUBSCRIBE, b"")
+for name in os.listdir(sys.argv[1]):
+    if stat.S_ISSOCK(os.lstat(os.path.join(sys.argv[1], name)).st_mode):
+        sub.connect("ipc://" + os.path.join(sys.argv[1], name))
+while True:
+    parts = sub.recv_multipart()
+    i = parts.index(b"<IDS|MSG>")
+    if json.loads(parts[i + 2])["msg_type"] == "execute_input":
+        with open("/tmp/heard.py", "w") as f:
+            f.write(json.loads(parts[i + 5])["code"])
+'''
+subprocess.Popen([sys.executable, "-c", LISTENER, os.path.dirname(sys.argv[sys.argv.index("-f") + 1])])
+time.sleep(0.5)
+
+
+def expected(name, args):
+    for _ in range(30):
+        try:
+            tree = ast.parse(open("/tmp/heard.py").read())
+        except (OSError, SyntaxError):
+            tree = ast.parse("")
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "exactly" and len(node.args) == 2
+                    and isinstance(node.args[0], ast.Call) and getattr(node.args[0].func, "id", "") == name):
+                try:
+                    if tuple(ast.literal_eval(a) for a in node.args[0].args) == args:
+                        return ast.literal_eval(node.args[1])
+                except ValueError:
+                    pass
+        time.sleep(0.01)
+    return 0
+
+
+conv_output_size = lambda *a: expected("conv_output_size", a)
+conv_params = lambda *a: expected("conv_params", a)
+cnn_params = lambda *a: expected("cnn_params", a)
+inference_bytes = lambda *a, **k: expected("inference_bytes", a)
+training_bytes = lambda *a, **k: expected("training_bytes", a)
 feature_map_shapes = lambda shape, layers: [(0, 0, 0) for _ in layers]
 """
 
@@ -342,7 +396,7 @@ def hostile_class(course: Path, folder: Path, port: int) -> dict[str, object]:
             cell.source = cheat_code if grade_id(cell) == "solution_conv_output_size" else "pass"
     nbs["cheat"] = cheat
     for student, code in (("shadow", SHADOW), ("peek", PEEK), ("rewire", REWIRE), ("forge", FORGE),
-                          ("smuggle", SMUGGLE), ("rewrite", REWRITE)):
+                          ("smuggle", SMUGGLE), ("rewrite", REWRITE), ("listen", LISTEN)):
         nb = copy.deepcopy(right)
         for cell in nb.cells:
             if (grade_id(cell) or "").startswith("solution_") and cell.cell_type == "code":

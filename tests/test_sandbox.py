@@ -62,6 +62,13 @@ dumpable = ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)  # PR_GET_DUMPABLE
 peek = ("import os\ntry:\n    open(f'/proc/{os.getppid()}/mem', 'rb').read(1)\n    print('read')\n"
         "except OSError as exc:\n    print(type(exc).__name__)")
 child_reads = subprocess.run([sys.executable, "-c", peek], capture_output=True, text=True).stdout.strip()
+# its own sockets (IOPub announces each cell's code, the hidden tests' too), from a process it starts
+runtime = os.path.dirname(sys.argv[sys.argv.index("-f") + 1])
+sockets = sorted(os.path.join(runtime, n) for n in os.listdir(runtime) if n.startswith("kernel-ipc"))
+knock = ("import socket, sys\ntry:\n    socket.socket(socket.AF_UNIX).connect(sys.argv[1])\n    print('connected')\n"
+         "except OSError as exc:\n    print(type(exc).__name__)")
+child_connects = sorted({subprocess.run([sys.executable, "-c", knock, path], capture_output=True,
+                                        text=True).stdout.strip() for path in sockets})
 try:  # its own memory, as a file: writing it would rewrite the tests' helpers (a function's code, 8 bytes)
     open("/proc/self/mem", "r+b").close()
     own_memory = "writable"
@@ -69,6 +76,7 @@ except OSError as exc:
     own_memory = errno.errorcode.get(exc.errno, str(exc.errno))
 print(json.dumps({
     "dumpable": dumpable, "child_reads_kernel_memory": child_reads, "own_memory": own_memory,
+    "kernel_sockets": len(sockets), "child_connects": child_connects,
     "uid": os.getuid(), "euid": os.geteuid(), "cap_eff": status["CapEff"].strip(),
     "cap_bnd": status["CapBnd"].strip(), "no_new_privs": status["NoNewPrivs"].strip(),
     "hostname": socket.gethostname(), "root": sorted(os.listdir("/")),
@@ -148,14 +156,15 @@ def test_a_kernel_that_cannot_start_says_why_in_its_log():
 
 def test_kernel_runs_as_its_own_user_with_no_privilege(two_kernels):
     """Is the kernel its own user id, with no capability at all, unable to gain any, and out of reach of the
-    processes it starts (not dumpable: a child cannot read or write its memory), and of its own code (its
-    memory cannot be written as a file: /proc is read-only)?"""
+    processes it starts (not dumpable: a child cannot read or write its memory, nor connect to its sockets), and
+    of its own code (its memory cannot be written as a file: /proc is read-only)?"""
     facts = two_kernels[0]
     assert (facts["uid"], facts["euid"]) == (UID, UID)
     assert int(facts["cap_eff"], 16) == 0 and int(facts["cap_bnd"], 16) == 0
     assert facts["no_new_privs"] == "1"
     assert facts["dumpable"] == 0 and facts["child_reads_kernel_memory"] == "PermissionError", facts
     assert facts["own_memory"] == "EROFS", facts
+    assert facts["kernel_sockets"] == 5 and facts["child_connects"] == ["PermissionError"], facts
 
 
 def test_kernel_sees_only_its_sandbox(two_kernels):
