@@ -572,18 +572,24 @@ def stopped_at_first_result(course: Path, folder: Path, signum: int, workers: in
     return proc, stderr
 
 
-def group(pgid: int) -> list[str]:
-    """The processes of process group `pgid`, zombies included: "pid state (name)" each."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:  # gone meanwhile
-            continue
-        state, _, pgrp = text[text.rindex(")") + 2:].split()[:3]
-        if int(pgrp) == pgid:
-            found.append(f"{stat.parent.name} {state} {text[text.index('('):text.rindex(')') + 1]}")
-    return found
+def group(pgid: int, wait: float = 5.0) -> list[str]:
+    """The processes of process group `pgid`, zombies included ("pid state (name) parent ppid" each), once
+    none is left or after `wait` seconds: a process that exited as its parent did is a zombie until init,
+    its new parent, reaps it (once in a loaded CI run)."""
+    deadline = time.monotonic() + wait
+    while True:
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                text = stat.read_text()
+            except OSError:  # gone meanwhile
+                continue
+            state, ppid, pgrp = text[text.rindex(")") + 2:].split()[:3]
+            if int(pgrp) == pgid:
+                found.append(f"{stat.parent.name} {state} {text[text.index('('):text.rindex(')') + 1]} parent {ppid}")
+        if not found or time.monotonic() > deadline or any(" Z " not in f" {line} " for line in found):
+            return found  # a live process is reported at once
+        time.sleep(0.1)
 
 
 @pytest.fixture
