@@ -8,6 +8,7 @@ Each command runs nbgrader (`python -m nbgrader ...`) in the course folder, whos
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -44,11 +45,27 @@ class Stopped(KeyboardInterrupt):
 # exception raised inside a finalizer or a weakref callback, and the loops waiting on grading raise it
 # again at their next look (`raise_if_stopped`), so that no stop is ever lost.
 STOPPED: list[int] = []
+# Set while a result is recorded (`stops_deferred`): a stop then waits until it is whole. Raised inside
+# SQLAlchemy (a connection's reset), it was logged there with its traceback, once in a CI run.
+DEFERRED: list[bool] = []
 
 
 def stop(signum: int, frame: object) -> None:
-    """Ctrl-C (SIGINT), `kill` (SIGTERM), a closed terminal (SIGHUP): stop the command now."""
+    """Ctrl-C (SIGINT), `kill` (SIGTERM), a closed terminal (SIGHUP): stop the command now, or once the
+    result being recorded is."""
     STOPPED.append(signum)
+    if not DEFERRED:
+        raise_if_stopped()
+
+
+@contextlib.contextmanager
+def stops_deferred():
+    """A block that a stop does not interrupt: it is raised when the block has ended."""
+    DEFERRED.append(True)
+    try:
+        yield
+    finally:
+        DEFERRED.pop()
     raise_if_stopped()
 
 
@@ -578,11 +595,12 @@ def autograde(args: argparse.Namespace) -> int:
     # open: one engine, whose statements SQLAlchemy compiles once, not once per result.
     opened = []
 
-    def merge(job, result) -> None:  # the one writer: each result recorded as soon as it arrives
-        if not opened:
-            opened.append(gradebook(course))
-        done = record.record(course, opened[0], result, job.contents(), job.overwrite, digests[job.student])
-        merged.append(job.student)
+    def merge(job, result) -> None:  # the one writer: each result recorded as soon as it arrives, whole
+        with stops_deferred():
+            if not opened:
+                opened.append(gradebook(course))
+            done = record.record(course, opened[0], result, job.contents(), job.overwrite, digests[job.student])
+            merged.append(job.student)
         from tqdm import tqdm
 
         if done["state"] == "graded":

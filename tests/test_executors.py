@@ -72,3 +72,19 @@ def test_a_stop_that_python_drops_still_stops_the_run(workers, stop_handler, mon
     for pid in workers_seen:  # killed and waited for: not even a zombie is left
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_a_stop_while_a_result_is_recorded_waits_for_it(stop_handler):
+    """Ctrl-C while a result is recorded (SQLAlchemy at work, which logged a stop raised inside it with its
+    traceback): is the record finished first, and the stop raised as soon as it is?"""
+    finished = []
+    with pytest.raises(KeyboardInterrupt):
+        with cli.stops_deferred():
+            signal.raise_signal(signal.SIGINT)
+            finished.append("after the signal")  # not interrupted
+    assert finished == ["after the signal"] and cli.DEFERRED == []
+    cli.STOPPED.clear()
+    with pytest.raises(KeyboardInterrupt):  # and outside such a block, at once
+        signal.raise_signal(signal.SIGINT)
+        finished.append("never")
+    assert finished == ["after the signal"]
