@@ -2,13 +2,15 @@
 
 The class: 40 submissions of exercise 2 (right, wrong in one part, untouched, a broken cell, in
 turn) and 10 of exercise 9 (the solved notebook and the reference model that the solution's own run
-saved; `--ex09 0` leaves them out). Each way of running grades the class in a fresh copy of a
-released course folder, through `python -m autograder autograde` as an instructor runs it; the
-grades of the three must be identical. `--repeat N` runs the three ways N times in turn and shows
-each time as the best of its N rounds: the host's speed drifts by 20% within an hour. It also runs
-each kind of notebook once without the grader (plain nbclient, no sandbox, no nbgrader), so that
-the grader's overhead per notebook shows: the serial time per notebook minus that. Not a test: run
-it by hand (see benchmarks/README.md).
+saved); `--ex09 0` leaves exercise 9 out, `--ex02 0` exercise 2. Each way of running grades the class
+in a fresh copy of a released course folder, through `python -m autograder autograde` as an
+instructor runs it; the grades of the three must be identical. `--repeat N` runs the three ways N
+times in turn and shows each time as the best of its N rounds: the host's speed drifts by 20% within
+an hour. It also runs each kind of notebook once without the grader (plain nbclient, no sandbox, no
+nbgrader), so that the grader's overhead per notebook shows: the serial time per notebook minus
+that. Each way's row also gives the CPU time the whole machine spent while it ran (/proc/stat), and
+so the cores it kept busy on average: on 2 cores, no way can take less than half its CPU time.
+Not a test: run it by hand (see benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -30,18 +32,20 @@ sys.path.insert(0, str(REPO))
 import nbformat
 from test_grading import replace_in_cell, solve, source_nb
 
+from scripts.run_tests import busy_seconds
+
 EX02, EX09 = "ex02_params_memory", "ex09_mnist"
 
 
-def autograde(course: Path, name: str, folder: Path, *options: str) -> float:
-    """Run autograde; return its wall time in seconds."""
+def autograde(course: Path, name: str, folder: Path, *options: str) -> tuple[float, float]:
+    """Run autograde; return its wall time and the CPU time the whole machine spent meanwhile, in seconds."""
     env = {k: v for k, v in os.environ.items() if k != "DCV_COURSE_DIR"}
-    started = time.monotonic()
+    started, busy = time.monotonic(), busy_seconds()
     done = subprocess.run([sys.executable, "-m", "autograder", "autograde", name, str(folder), "--course-dir",
                            str(course), *options], cwd=REPO, env=env, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"autograde failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return time.monotonic() - started
+    return time.monotonic() - started, busy_seconds() - busy
 
 
 def bare(notebooks: list, folder: Path, extra: list[Path] = (), repeat: int = 2) -> float:
@@ -133,25 +137,29 @@ def main() -> None:
                 shutil.rmtree(course)
             rounds.append(times)
     assert all(r == results[0] for r in results), "grades differ"
+    # each way's (wall, CPU) per class: the round with the shortest wall time
     rows = [(way, {name: min(t[way][name] for t in rounds) for name in names}) for way in ways]
-    serial = sum(rows[0][1].values())
-    print(f"\n| way | ex02: {args.ex02} notebooks (s) | ex09: {args.ex09} notebooks (s) | total (s) | speed-up |")
-    print("|---|---|---|---|---|")
+    serial = sum(wall for wall, _ in rows[0][1].values())
+    print(f"\n| way | ex02: {args.ex02} notebooks (s) | ex09: {args.ex09} notebooks (s) | total (s) | speed-up "
+          "| machine's CPU (s) | cores busy |")
+    print("|---|---|---|---|---|---|---|")
     for way, times in rows:
-        total = sum(times.values())
-        print(f"| {way} | {times.get(EX02, 0):.1f} | {times.get(EX09, 0):.1f} | {total:.1f} | {serial / total:.2f}x |")
+        total, cpu = (sum(t[i] for t in times.values()) for i in (0, 1))
+        wall = {name: f"{times[name][0]:.1f}" if name in times else "-" for name in (EX02, EX09)}
+        print(f"| {way} | {wall[EX02]} | {wall[EX09]} | {total:.1f} | {serial / total:.2f}x | {cpu:.1f} "
+              f"| {cpu / total:.2f} |")
     counts = {EX02: args.ex02, EX09: args.ex09}
     print("\n| notebook | serial, per notebook (s) | plain nbclient run (s) | grader's overhead (s) "
           "| --workers 2, wall per notebook (s) |")
     print("|---|---|---|---|---|")
     for name in names:
-        each = rows[0][1][name] / counts[name]
+        each = rows[0][1][name][0] / counts[name]
         print(f"| {name} | {each:.2f} | {plain[name]:.2f} | {each - plain[name]:.2f} "
-              f"| {rows[1][1][name] / counts[name]:.2f} |")
+              f"| {rows[1][1][name][0] / counts[name]:.2f} |")
     if args.repeat > 1:
         print(f"\neach time: the best of {args.repeat} rounds; total per round, in order:")
         for way in ways:
-            print(f"- {way}: " + ", ".join(f"{sum(t[way].values()):.1f}" for t in rounds) + " s")
+            print(f"- {way}: " + ", ".join(f"{sum(w for w, _ in t[way].values()):.1f}" for t in rounds) + " s")
     print(f"\ngrades identical in all {len(results)} runs")
     if args.json:
         Path(args.json).write_text(json.dumps({"ways": dict(rows), "rounds": rounds, "plain": plain}, indent=1))
