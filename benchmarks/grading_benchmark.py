@@ -90,6 +90,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.ex02 < 0 or args.ex09 < 0 or not args.ex02 + args.ex09:
         parser.error("--ex02 and --ex09 count submissions: 0 or more, and at least one in all")
+    counts = {EX02: args.ex02, EX09: args.ex09}
     model = REPO / "solutions" / EX09 / "mnist_model.keras"
     if args.ex09 and not model.is_file():
         raise SystemExit(f"{model.relative_to(REPO)} is missing: run the solution notebook once (it saves it), "
@@ -117,7 +118,7 @@ def main() -> None:
             shutil.copy2(model, folder / model.name)
 
     plain = {EX02: bare(kinds, work / "bare_ex02")} if args.ex02 else {}
-    names = [name for name in names if {EX02: args.ex02, EX09: args.ex09}[name]]  # the classes graded
+    names = [name for name in names if counts[name]]  # the classes graded
     if args.ex09:
         plain[EX09] = bare([solved], work / "bare_ex09", [model])
 
@@ -148,7 +149,6 @@ def main() -> None:
         wall = {name: f"{times[name][0]:.1f}" if name in times else "-" for name in (EX02, EX09)}
         print(f"| {way} | {wall[EX02]} | {wall[EX09]} | {total:.1f} | {serial / total:.2f}x | {cpu:.1f} "
               f"| {cpu / total:.2f} |")
-    counts = {EX02: args.ex02, EX09: args.ex09}
     print("\n| notebook | serial, per notebook (s) | plain nbclient run (s) | grader's overhead (s) "
           "| --workers 2, wall per notebook (s) |")
     print("|---|---|---|---|---|")
