@@ -332,7 +332,8 @@ def kernel(spec: dict, log_fd: int | None) -> None:
 
 def serve(sock: socket.socket) -> None:
     """Answer the grader's requests until it closes the socket; then kill every kernel still running.
-    A kernel whose spec names a `cpu_log` file has its CPU seconds appended there once it has ended."""
+    A kernel whose spec names a `cpu_log` file has a line `started PID` appended there when it starts, and
+    `ended PID SECONDS` (its CPU seconds, `-` where unknown) once it has ended."""
     exited: dict[int, int | None] = {}
     logs: dict[int, str] = {}
 
@@ -344,9 +345,9 @@ def serve(sock: socket.socket) -> None:
         if not done:
             return
         exited[pid] = _exit_code(raw)
-        if pid in logs and usage is not None:
+        if pid in logs:
             with open(logs.pop(pid), "a") as log:
-                log.write(f"{usage.ru_utime + usage.ru_stime:.3f}\n")
+                log.write(f"ended {pid} {'-' if usage is None else f'{usage.ru_utime + usage.ru_stime:.3f}'}\n")
 
     while True:
         try:
@@ -368,6 +369,8 @@ def serve(sock: socket.socket) -> None:
             exited[pid] = None
             if request["spec"].get("cpu_log"):
                 logs[pid] = request["spec"]["cpu_log"]
+                with open(logs[pid], "a") as log:  # before the reply: whoever reads the log knows to wait for it
+                    log.write(f"started {pid}\n")
             reply = {"pid": pid}
         else:  # poll
             reply = {"status": exited.get(request["pid"], 0)}

@@ -152,13 +152,27 @@ def warm_kernels() -> dict[str, str]:
     return {"DCV_WARM_KERNEL_SOCKET": server.path, "JUPYTER_PATH": os.pathsep.join(paths)}
 
 
+def kernels_cpu(log: Path, wait: float = 30.0) -> float:
+    """CPU seconds of the warm kernels in a stage's log (autograder/zygote.serve), once every kernel it started
+    has ended: a kernel that nbval stops by killing its process is reaped, and logged, by the zygote just
+    after the stage's pytest may have exited. After `wait` seconds, what has been logged."""
+    deadline = time.monotonic() + wait
+    while True:
+        lines = [line.split() for line in log.read_text().splitlines()] if log.exists() else []
+        started = {words[1] for words in lines if words[0] == "started"}
+        ended = {words[1]: words[2] for words in lines if words[0] == "ended"}
+        if started <= ended.keys() or time.monotonic() > deadline:
+            return sum(float(seconds) for seconds in ended.values() if seconds != "-")
+        time.sleep(0.1)
+
+
 def run_stage(stage: Stage, origin: float, warm: dict[str, str]) -> None:
     """Run one stage's pytest, its lines prefixed with its name and kept in <stage>.log; fill in `stage`."""
     report, log = REPORTS / f"{stage.name}.xml", REPORTS / f"{stage.name}.log"
     report.unlink(missing_ok=True)
     if stage.name == "chapters":
         shutil.rmtree(CHAPTERS_CACHED, ignore_errors=True)
-    kernels = REPORTS / f"{stage.name}.kernel-cpu"  # CPU seconds of its warm kernels, one line each
+    kernels = REPORTS / f"{stage.name}.kernel-cpu"  # its warm kernels' CPU seconds (kernels_cpu)
     kernels.unlink(missing_ok=True)
     warm = {**warm, "DCV_WARM_KERNEL_CPU": str(kernels)} if warm and stage.name in WARM else {}
     cmd = command(stage.name, warm)
@@ -178,7 +192,7 @@ def run_stage(stage: Stage, origin: float, warm: dict[str, str]) -> None:
         process.returncode = os.waitstatus_to_exitcode(status)
     stage.seconds = time.monotonic() - started
     stage.cpu_seconds = usage.ru_utime + usage.ru_stime  # its warm kernels are the zygote's children:
-    stage.cpu_seconds += sum(float(x) for x in kernels.read_text().split()) if kernels.exists() else 0.0
+    stage.cpu_seconds += kernels_cpu(kernels)
     stage.tally = counts(report)
     stage.status = 0 if process.returncode == 5 else process.returncode  # 5: no tests collected
     say(f"===== stage: {stage.name} {'ok' if not stage.status else 'FAILED'} after {minutes(stage.seconds)} =====")

@@ -7,7 +7,7 @@ This process asks the zygote at $DCV_WARM_KERNEL_SOCKET for a kernel: unconfined
 environment, this folder), IPython's kernel on `connection_file`. Then it stands for the kernel, as
 jupyter_client expects of a kernel's process: signals sent to it go to the kernel, and it exits when
 the kernel does, with its status; killed (as nbval stops its kernels), its zygote kills the kernel.
-The zygote adds each kernel's CPU seconds to the file $DCV_WARM_KERNEL_CPU, for the stage's table. A
+The zygote logs each kernel's start and CPU seconds in the file $DCV_WARM_KERNEL_CPU, for the stage's table. A
 notebook starts in about half a second instead of importing TensorFlow again (~6 CPU-s each, twenty
 notebooks).
 

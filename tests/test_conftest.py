@@ -121,3 +121,21 @@ def test_machine_busy_time_counts_this_process():
     while time.process_time() - cpu < 0.3:
         pass
     assert module.busy_seconds() - before >= 0.25
+
+
+def test_kernels_cpu_waits_for_every_kernel_started(tmp_path):
+    """Does a stage's CPU include a warm kernel that its zygote logs after the stage's pytest has exited
+    (nbval kills a kernel's process; the zygote reaps the kernel, then writes its line)?"""
+    import threading
+
+    module, log = runner(), tmp_path / "stage.kernel-cpu"
+    log.write_text("started 11\nstarted 12\nended 11 1.500\n")
+    late = threading.Timer(0.5, lambda: log.open("a").write("ended 12 116.250\n"))
+    late.start()
+    try:
+        assert module.kernels_cpu(log) == pytest.approx(117.75)
+    finally:
+        late.cancel()
+    log.write_text("started 13\nended 14 -\nstarted 15\nended 15 2.000\n")  # 13 never ends; 14's time unknown
+    assert module.kernels_cpu(log, wait=0.3) == pytest.approx(2.0)
+    assert module.kernels_cpu(tmp_path / "none") == 0.0
