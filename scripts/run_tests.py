@@ -183,8 +183,10 @@ def run_stage(stage: Stage, origin: float, warm: dict[str, str]) -> None:
         return
     started = time.monotonic()
     with log.open("w") as keep:
-        process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   errors="replace", env={**os.environ, **warm, "PYTHONUNBUFFERED": "1"})
+        # under reap.py, whatever the stage's processes start and abandon (Chromium's) is waited for, and counted
+        process = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "reap.py"), *cmd], cwd=ROOT,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                                   env={**os.environ, **warm, "PYTHONUNBUFFERED": "1"})
         for line in process.stdout:
             keep.write(line)
             say(f"[{stage.name}] {line.rstrip()}")

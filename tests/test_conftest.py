@@ -139,3 +139,26 @@ def test_kernels_cpu_waits_for_every_kernel_started(tmp_path):
     log.write_text("started 13\nended 14 -\nstarted 15\nended 15 2.000\n")  # 13 never ends; 14's time unknown
     assert module.kernels_cpu(log, wait=0.3) == pytest.approx(2.0)
     assert module.kernels_cpu(tmp_path / "none") == 0.0
+
+
+def test_a_stage_counts_the_cpu_of_what_its_processes_abandon():
+    """Does scripts/reap.py (under which each stage runs) wait for the processes a command leaves behind, so that
+    their CPU is in the stage's rusage, keep the command's exit status, and name an orphan it stops waiting for?"""
+    import os
+    import subprocess
+
+    burn = "import time; t = time.process_time()\nwhile time.process_time() - t < 1: pass"
+    orphan = f"({sys.executable} -c '{burn}' &); exit 3"  # the parent exits at once, its child burns 1 CPU-s
+    reap = [sys.executable, str(REPO / "scripts" / "reap.py")]
+
+    def run(command: list[str]) -> tuple[int, float, str]:
+        process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        _, status, usage = os.wait4(process.pid, 0)
+        return os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime, process.stderr.read()
+
+    status, cpu, _ = run(["bash", "-c", orphan])
+    assert status == 3 and cpu < 0.5  # without it, the orphan's CPU is lost: init reaps it
+    status, cpu, _ = run([*reap, "bash", "-c", orphan])
+    assert status == 3 and cpu >= 0.9
+    status, _, said = run([*reap, "--linger", "0.2", "bash", "-c", "(exec sleep 3 &); kill -9 $$"])
+    assert status == 128 + 9 and "1 process(es) still running" in said and "(sleep)" in said, said
