@@ -46,11 +46,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing requirements (a minute or two the first time)"
   # uv installs what pip would (the same versions: the newest that requirements.txt allows), but links
   # the files from its cache instead of unpacking every wheel again on one core: 2 s instead of 37 CPU-s
-  # when the wheels are cached, 9 s when they are downloaded. --native-tls: the system's certificates,
-  # as pip uses them (behind a proxy that signs with its own authority, they are the ones that work).
+  # when the wheels are cached, 9 s when they are downloaded. --system-certs: the system's certificates
+  # too, as pip uses them (a network whose proxy signs with its own authority installs it there).
   .venv/bin/python -m pip install -q "uv==$UV_VERSION"
-  .venv/bin/python -m uv pip install --native-tls -q --python .venv/bin/python --upgrade-package pip pip -r requirements.txt
-  .venv/bin/python -m uv pip install --native-tls -q --python .venv/bin/python --no-deps --no-build-isolation -e .
+  .venv/bin/python -m uv pip install --system-certs -q --python .venv/bin/python --upgrade-package pip pip -r requirements.txt
+  .venv/bin/python -m uv pip install --system-certs -q --python .venv/bin/python --no-deps --no-build-isolation -e .
   # Every installed module compiled on every core, once: graded kernels run as a user who may not write
   # the .pyc files a first import would. Like pip, it goes on past a file that does not compile.
   .venv/bin/python -m compileall -q -j 0 "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" >/dev/null || true
