@@ -1,7 +1,7 @@
 """Run the test suite stage by stage (unit, chapters, solutions, grading, book, browser) and time each.
 
 `bash scripts/test.sh` calls this after the set-up. With no arguments it runs every stage, each as
-its own pytest process, two stages at a time where their order allows (`AFTER`), goes on after a
+its own pytest process, one after the other in their order (`AFTER`), goes on after a
 failure (a stage that needs a failed one fails at once, naming it), and ends with a table of the
 stages' start, wall and CPU times, the CPU they ran on, and one line `N passed, N failed, N skipped`.
 Each line a stage prints is shown as it comes, prefixed with the stage's name; the whole of it is
@@ -41,9 +41,10 @@ AFTER = {"grading": ("solutions",), "chapters": ("solutions",), "book": ("chapte
 NEEDS = {"book": "chapters", "browser": "book"}  # cannot run when this one failed: it fails at once
 # Stages started first when several are ready: the longest chain (solutions, then grading) first.
 PRIORITY = ("solutions", "grading", "chapters", "book", "browser", "unit")
-# How many stages run at once ($DCV_TEST_STAGES; 1 = one after the other). Two keep both cores busy
-# while a stage waits on one long file or runs single-threaded (the book, the browser).
-CONCURRENT = int(os.environ.get("DCV_TEST_STAGES") or 2)
+# How many stages run at once ($DCV_TEST_STAGES; default 1, one after the other). Each stage already
+# keeps both cores busy (PARALLEL); two at once took the same wall time on 2 cores but 15% more CPU
+# (their TensorFlow threads contend), which a host with slower cores pays in minutes (benchmarks/README.md).
+CONCURRENT = int(os.environ.get("DCV_TEST_STAGES") or 1)
 # Stages whose files run on several processes (pytest-xdist, one file per worker at a time);
 # $DCV_TEST_WORKERS sets how many (default: the cores it may use, at most 2; 1 = none).
 PARALLEL = ("unit", "chapters", "solutions", "grading")

@@ -69,13 +69,15 @@ def test_stage_counts_come_from_the_junit_report(tmp_path):
     assert runner().counts(tmp_path / "missing.xml") == {"passed": 0, "failed": 0, "skipped": 0}
 
 
-def test_stages_run_in_their_order_two_at_a_time(monkeypatch):
+@pytest.mark.parametrize("at_once", [1, 2])
+def test_stages_run_in_their_order_one_or_two_at_a_time(monkeypatch, at_once):
     """Does each stage start only after those it comes AFTER, no more than CONCURRENT at once, and a stage
     that NEEDS a failed one fail at once without running?"""
     import threading
     import time
 
     module, events, running, most = runner(), [], set(), [0]
+    monkeypatch.setattr(module, "CONCURRENT", at_once)
     lock = threading.Lock()
 
     def fake_run(stage, origin, warm):
