@@ -217,6 +217,30 @@ def gradebook(course: Path):
     return Gradebook(f"sqlite:///{db}", course_id=load_config().CourseDirectory.course_id)
 
 
+def new_gradebook(db: Path) -> None:
+    """Start an empty gradebook stamped with nbgrader's database revision, found in this process: nbgrader,
+    making it, would start `alembic heads` (about 2 CPU-s) to learn it. Left to nbgrader if it cannot be."""
+    import sqlite3
+
+    try:
+        import nbgrader
+        from alembic.config import Config
+        from alembic.script import ScriptDirectory
+
+        scripts = Config()
+        scripts.set_main_option("script_location", str(Path(nbgrader.__file__).parent / "alembic"))
+        head = ScriptDirectory.from_config(scripts).get_current_head()  # one head, or an error
+    except Exception:
+        return
+    made = db.with_name(f".{db.name}.new")
+    made.unlink(missing_ok=True)
+    with sqlite3.connect(made) as con:  # what nbgrader's Gradebook writes first into a new database
+        con.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        con.execute("INSERT INTO alembic_version (version_num) VALUES (?)", (head,))
+    con.close()
+    made.rename(db)
+
+
 def require_released(course: Path, name: str) -> None:
     """A Failure unless the assignment is in the gradebook (nbgrader generate_assignment ran)."""
     message = f"'{name}' is not released in {course}: run `python -m autograder release {name}`"
@@ -337,6 +361,8 @@ def cmd_release(args: argparse.Namespace) -> None:
         except Failure as exc:
             fail(name, str(exc))
     force = ["--force"] if args.force else []
+    if todo and not (course / "gradebook.db").exists():
+        new_gradebook(course / "gradebook.db")
     if len(todo) > 1 and todo == assignments():  # one nbgrader process for all: its assignment id is a glob
         runs = [(todo, nbgrader(course, "generate_assignment", "--CourseDirectory.assignment_id=*", *force))]
     else:

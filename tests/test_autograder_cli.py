@@ -157,3 +157,32 @@ def test_release_of_a_source_whose_trained_model_is_missing(tmp_path, monkeypatc
     with pytest.raises(app.Failure, match=r"source ex09_mnist: mnist_model.keras missing: .*"
                                           r"`jupyter execute solutions/ex09_mnist/ex09_mnist.ipynb`"):
         app.check(tmp_path / "course", "ex09_mnist", released=False)
+
+
+def test_a_new_gradebook_is_the_one_nbgrader_makes(tmp_path):
+    """Is the gradebook `release` starts (stamped in-process, no `alembic` run) what nbgrader makes itself:
+    the same tables, the revision nbgrader's `alembic heads` gives, and usable by nbgrader?"""
+    sys.path.insert(0, str(REPO))
+    from nbgrader.api import Gradebook, get_alembic_version
+    from sqlalchemy import inspect, text
+
+    from autograder.cli import new_gradebook
+
+    ours, theirs = tmp_path / "ours" / "gradebook.db", tmp_path / "theirs" / "gradebook.db"
+    ours.parent.mkdir()
+    theirs.parent.mkdir()
+    new_gradebook(ours)
+    env_path = os.environ.get("PATH", "")
+    os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env_path  # nbgrader runs `alembic`
+    try:
+        books = {}
+        for db in (ours, theirs):
+            with Gradebook(f"sqlite:///{db}") as gb:
+                gb.add_assignment("a1")
+                version = gb.db.execute(text("SELECT * FROM alembic_version")).all()
+                books[db] = (sorted(inspect(gb.engine).get_table_names()), version)
+        assert books[ours] == books[theirs]
+        assert books[ours][1] == [(get_alembic_version(),)]
+    finally:
+        os.environ["PATH"] = env_path
+    assert not list(ours.parent.glob(".*")), "no temporary file left beside it"
