@@ -177,6 +177,7 @@ runpy.run_module("autograder", run_name="__main__")
 """
 
 
+@pytest.mark.usefixtures("shared_zygote")  # conftest.py: this process's warm zygote, not one importing TensorFlow anew
 def test_a_class_of_large_models_is_never_all_in_memory(tmp_path):
     """Exercise 9's students hand in a model file: with 4 of 60 MB (240 MB; a class of exercise 10 is
     14 MB a student), does the command read each when it grades it, its peak memory far below the class's?"""

@@ -74,7 +74,15 @@ try:  # its own memory, as a file: writing it would rewrite the tests' helpers (
     own_memory = "writable"
 except OSError as exc:
     own_memory = errno.errorcode.get(exc.errno, str(exc.errno))
+quiet_threads = None
+if "tensorflow" in sys.modules:
+    import tensorflow as tf
+    from tensorflow.python.eager import context
+    started = bool(context.context()._initialized)
+    tf.constant(1.0) + 1  # starts the kernel's eager context (its thread pools), as a notebook's first op does
+    quiet_threads = not started and context.context().config.experimental.disable_thread_spinning
 print(json.dumps({
+    "quiet_threads": quiet_threads,
     "dumpable": dumpable, "child_reads_kernel_memory": child_reads, "own_memory": own_memory,
     "kernel_sockets": len(sockets), "child_connects": child_connects,
     "uid": os.getuid(), "euid": os.geteuid(), "cap_eff": status["CapEff"].strip(),
@@ -186,9 +194,12 @@ def test_kernel_sees_only_its_sandbox(two_kernels):
 
 
 def test_kernels_are_warm_and_share_no_random_state(two_kernels):
-    """Do kernels start with TensorFlow imported, yet draw different random numbers (forked, then reseeded)?"""
+    """Do kernels start with TensorFlow imported, its threads set to sleep when idle (zygote.
+    quiet_tensorflow_threads, through a private attribute of its eager context) but its context not yet
+    started, yet draw different random numbers (forked, then reseeded)?"""
     first, second = two_kernels
     assert first["tensorflow_warm"] and second["tensorflow_warm"]
+    assert first["quiet_threads"] is True and second["quiet_threads"] is True
     assert first["numpy"] != second["numpy"] and first["random"] != second["random"]
 
 
