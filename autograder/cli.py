@@ -233,12 +233,15 @@ def new_gradebook(db: Path) -> None:
     except Exception:
         return
     made = db.with_name(f".{db.name}.new")
-    made.unlink(missing_ok=True)
-    with sqlite3.connect(made) as con:  # what nbgrader's Gradebook writes first into a new database
-        con.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
-        con.execute("INSERT INTO alembic_version (version_num) VALUES (?)", (head,))
-    con.close()
-    made.rename(db)
+    try:
+        made.unlink(missing_ok=True)
+        with sqlite3.connect(made) as con:  # what nbgrader's Gradebook writes first into a new database
+            con.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+            con.execute("INSERT INTO alembic_version (version_num) VALUES (?)", (head,))
+        con.close()
+        made.rename(db)
+    except (OSError, sqlite3.Error):  # (a full disk, a folder it cannot write): nbgrader makes it, or says why
+        made.unlink(missing_ok=True)
 
 
 def require_released(course: Path, name: str) -> None:
