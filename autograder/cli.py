@@ -232,13 +232,12 @@ def new_gradebook(db: Path) -> None:
         head = ScriptDirectory.from_config(scripts).get_current_head()  # one head, or an error
     except Exception:
         return
+    from .grading import stamp
+
     made = db.with_name(f".{db.name}.new")
     try:
         made.unlink(missing_ok=True)
-        with sqlite3.connect(made) as con:  # what nbgrader's Gradebook writes first into a new database
-            con.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
-            con.execute("INSERT INTO alembic_version (version_num) VALUES (?)", (head,))
-        con.close()
+        stamp(made, head)
         made.rename(db)
     except (OSError, sqlite3.Error):  # (a full disk, a folder it cannot write): nbgrader makes it, or says why
         made.unlink(missing_ok=True)

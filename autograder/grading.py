@@ -326,6 +326,17 @@ def not_run(cell: NotebookNode, why: str) -> None:
 _TEMPLATES: dict[str, bytes] = {}
 
 
+def stamp(path: str | os.PathLike, revision: str) -> None:
+    """Start a new SQLite gradebook at `path` with nbgrader's database revision, as nbgrader's Gradebook
+    writes it first into a new database (which then needs no `alembic` run)."""
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        db.execute("INSERT INTO alembic_version (version_num) VALUES (?)", (revision,))
+    db.close()
+
+
 def template(definition: dict) -> bytes:
     """An SQLite gradebook holding only the assignment's definition (made once per process)."""
     import warnings
@@ -343,11 +354,7 @@ def template(definition: dict) -> bytes:
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "gradebook.db")
             if d.get("alembic_version"):  # stamped as the course's gradebook: nbgrader need not run alembic
-                import sqlite3
-
-                with sqlite3.connect(path) as db:
-                    db.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
-                    db.execute("INSERT INTO alembic_version (version_num) VALUES (?)", (d["alembic_version"],))
+                stamp(path, d["alembic_version"])
             with Gradebook(f"sqlite:///{path}") as gb:
                 gb.add_assignment(d["name"], duedate=d["duedate"])
                 for nb in d["notebooks"]:
