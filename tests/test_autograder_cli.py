@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cli_runner
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,8 +17,7 @@ COMMANDS = ["release", "validate", "collect", "autograde", "feedback", "export",
 
 def cli(*args: str, course: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "DCV_COURSE_DIR"}
-    return subprocess.run([sys.executable, "-m", "autograder", *args, "--course-dir", str(course)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    return cli_runner.run([*args, "--course-dir", str(course)], env=env, timeout=300)
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:
@@ -135,8 +135,7 @@ def test_course_dir_is_honoured_before_or_after_the_command(before, tmp_path):
     course = tmp_path / "course"
     env = {k: v for k, v in os.environ.items() if k != "DCV_COURSE_DIR"}
     args = ["--course-dir", str(course), "status"] if before else ["status", "--course-dir", str(course)]
-    result = subprocess.run([sys.executable, "-m", "autograder", *args], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = cli_runner.run(args, env=env, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert (course / "nbgrader_config.py").is_file()
 
@@ -186,3 +185,27 @@ def test_a_new_gradebook_is_the_one_nbgrader_makes(tmp_path):
     finally:
         os.environ["PATH"] = env_path
     assert not list(ours.parent.glob(".*")), "no temporary file left beside it"
+
+
+def test_a_forked_command_answers_as_a_new_interpreter(tmp_path, monkeypatch):
+    """Does a command the tests fork from their warm server (cli_runner.py) give what `python -m autograder`
+    in a new interpreter gives: the same exit status, output and files, and the variables of the test?"""
+    (tmp_path / "in" / "alice").mkdir(parents=True)
+    (tmp_path / "in" / "alice" / "notes.txt").write_text("no notebook")
+    commands = [["status"], ["release", EX02, "--no-check"], ["status", EX02], ["release", "nope"],
+                ["autograde", EX02, str(tmp_path / "in")], ["export"], ["feedback", "--help"]]
+    seen = {}
+    for way in cli_runner.MODES:
+        monkeypatch.setenv("DCV_TEST_COMMANDS", way)
+        course = tmp_path / way
+        answers = [cli(*args, course=course) for args in commands]
+        by_variable = tmp_path / f"{way}-by-variable"  # the command's environment is the one it is given
+        answers.append(cli_runner.run(["status"], env={**os.environ, "DCV_COURSE_DIR": str(by_variable)}, timeout=300))
+        assert (by_variable / "nbgrader_config.py").is_file()
+        seen[way] = ([(a.returncode, a.stdout.replace(str(course), "COURSE"), a.stderr.replace(str(course), "COURSE"))
+                      for a in answers], sorted(str(p.relative_to(course)) for p in course.rglob("*")))
+    assert [code for code, _, _ in seen["fork"][0]] == [0, 0, 0, 1, 1, 0, 0, 0]
+    assert seen["fork"] == seen["subprocess"]
+    monkeypatch.setenv("DCV_TEST_COMMANDS", "spawn")
+    with pytest.raises(ValueError, match="DCV_TEST_COMMANDS"):
+        cli("status", course=tmp_path / "spawn")

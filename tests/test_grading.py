@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cli_runner
 import nbformat
 import pytest
 
@@ -29,10 +30,10 @@ REGIONS = [("BEGIN SOLUTION", "END SOLUTION"), ("BEGIN HIDDEN TESTS", "END HIDDE
 
 
 def cli(*args: str, course: Path, timeout: int = 900, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m autograder <args> --course-dir <course>` from the repository root (`env`: more variables)."""
+    """Run `python -m autograder <args> --course-dir <course>` from the repository root (`env`: more variables;
+    cli_runner.py: forked from a warm process unless $DCV_TEST_COMMANDS=subprocess)."""
     env = {k: v for k, v in os.environ.items() if k != "DCV_COURSE_DIR"} | (env or {})
-    return subprocess.run([sys.executable, "-m", "autograder", *args, "--course-dir", str(course)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    return cli_runner.run([*args, "--course-dir", str(course)], env=env, timeout=timeout)
 
 
 def nbgrader_meta(cell) -> dict:
