@@ -9,15 +9,9 @@ from pathlib import Path
 
 import cli_runner
 import pytest
+from test_grading import EX02, REPO, cli  # cli: `python -m autograder <args> --course-dir <course>`
 
-REPO = Path(__file__).resolve().parents[1]
-EX02 = "ex02_params_memory"
 COMMANDS = ["release", "validate", "collect", "autograde", "feedback", "export", "status"]
-
-
-def cli(*args: str, course: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "DCV_COURSE_DIR"}
-    return cli_runner.run([*args, "--course-dir", str(course)], env=env, timeout=300)
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:
