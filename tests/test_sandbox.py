@@ -213,7 +213,7 @@ def test_kernel_leaves_nothing_behind(two_kernels):
 
 def test_unsafe_mode_runs_unconfined():
     """With the sandbox off (`--unsafe-no-sandbox`), does the kernel run as the grader's user, from a zygote
-    that imported only what it was asked to (here nothing: NumPy is imported by the notebook itself)?"""
+    that imported only what it was asked to (here nothing beyond what every kernel imports: not Keras)?"""
     sandbox = Sandbox()
     sandbox.enabled = False
     facts = run_kernel(sandbox, UID + 2, warm=())
@@ -266,10 +266,16 @@ def test_a_kernel_is_ready_as_soon_as_it_answers():
 
 def test_a_sandboxed_kernel_is_heard_from_its_first_cell_and_stops():
     """Is a kernel started by the grader's manager heard from its first cell on (IOPub connected when it
-    is ready), and has it exited once shut down?"""
+    is ready; the client's sockets retry connecting every RECONNECT_MS), and is it gone, every process of it,
+    as soon as it is shut down, even one that ignores SIGTERM and would take a minute to answer a shutdown
+    request (a polite shutdown waited 2.5 s for it)?"""
     import asyncio
+    import time
 
-    from autograder.sandbox import SandboxedKernelClient, SandboxedKernelManager
+    import psutil
+    import zmq
+
+    from autograder.sandbox import RECONNECT_MS, SandboxedKernelClient, SandboxedKernelManager
 
     tmp = submission_folder()
     work, runtime = os.path.join(tmp, "work"), os.path.join(tmp, "runtime")
@@ -287,15 +293,21 @@ def test_a_sandboxed_kernel_is_heard_from_its_first_cell_and_stops():
             await kc.wait_for_ready(timeout=60)
             heard = []
             await kc.execute_interactive("print('heard')", timeout=30, output_hook=heard.append)
+            retry = kc.shell_channel.socket.getsockopt(zmq.RECONNECT_IVL)
+            await kc.execute_interactive("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                                         "get_ipython().kernel.do_shutdown = lambda restart: time.sleep(60)",
+                                         timeout=30)
         finally:
             kc.stop_channels()
+            started = time.monotonic()
             await km.shutdown_kernel()
-        return kc, heard, await km.is_alive()
+        return kc, heard, retry, time.monotonic() - started, await km.is_alive()
 
-    kc, heard, alive = asyncio.run(scenario())
-    assert isinstance(kc, SandboxedKernelClient)
+    kc, heard, retry, seconds, alive = asyncio.run(scenario())
+    assert isinstance(kc, SandboxedKernelClient) and retry == RECONNECT_MS
     assert [m["content"]["text"] for m in heard if m["msg_type"] == "stream"] == ["heard\n"]
-    assert not alive
+    left = [p.pid for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == UID + 4]
+    assert not alive and left == [] and seconds < 1, (alive, left, seconds)
 
 
 def test_warm_modules_are_what_the_assignment_imports():
