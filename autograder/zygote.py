@@ -256,6 +256,7 @@ def _log_pump() -> tuple[int, int]:
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not PID 1's
         os.close(write)
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         left = LOG_LIMIT
@@ -268,6 +269,19 @@ def _log_pump() -> tuple[int, int]:
     return write, pid
 
 
+def _wait_for(pid: int, seconds: float) -> None:
+    """Wait until the child `pid` has exited (without reaping it), for `seconds` at most."""
+    try:
+        handle = os.pidfd_open(pid)
+    except OSError:  # Linux before 5.3: look every 20 ms
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT):
+            time.sleep(0.02)
+        return
+    select.select([handle], [], [], seconds)
+    os.close(handle)
+
+
 def enter(spec: dict) -> None:
     """In a fresh process (root): new namespaces, the root built, privileges dropped. Returns only in the
     process that becomes the kernel; the first waits outside, the second is PID 1, the third pumps the log."""
@@ -278,10 +292,13 @@ def enter(spec: dict) -> None:
     pid = os.fork()
     if pid:  # stays outside, as the kernel's pid for the grader: exits with the kernel's status
         os.close(alive_r)
-        # The grader's SIGTERM: kill PID 1, whose exit waits until every process in its namespace has gone.
-        signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGKILL))
+        signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGTERM))  # the grader's: to PID 1
         os._exit(_exit_code(os.waitpid(pid, 0)[1]))
     os.close(alive_w)
+    # PID 1's SIGTERM: kill the kernel, which the loop below then reaps (its CPU time counted: the processes
+    # that PID 1's exit kills are not) before PID 1 exits; the namespace is empty once that exit is done.
+    kernel_pid: list[int] = []
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(kernel_pid[0], signal.SIGKILL) if kernel_pid else os._exit(1))
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if select.select([alive_r], [], [], 0)[0]:  # the first process died before the line above
         os._exit(1)
@@ -290,6 +307,7 @@ def enter(spec: dict) -> None:
     console, pump = _log_pump()
     pid = os.fork()
     if pid:  # PID 1 of the namespace: reap orphans until the kernel exits, then let the log's pump finish
+        kernel_pid.append(pid)
         os.close(console)
         while True:
             try:
@@ -299,11 +317,10 @@ def enter(spec: dict) -> None:
             if done == pump:
                 pump = None
             if done == pid:
-                for _ in range(50):  # up to 1 s: PID 1's exit kills the pump with the namespace
-                    if pump is None or os.waitpid(pump, os.WNOHANG)[0]:
-                        break
-                    time.sleep(0.02)
+                if pump is not None:
+                    _wait_for(pump, 1.0)  # at most: PID 1's exit kills the pump with the namespace
                 os._exit(_exit_code(status))
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for fd in (1, 2):
         os.dup2(console, fd)
     os.close(console)

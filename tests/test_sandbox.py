@@ -310,6 +310,32 @@ def test_a_sandboxed_kernel_is_heard_from_its_first_cell_and_stops():
     assert not alive and left == [] and seconds < 1, (alive, left, seconds)
 
 
+def test_a_kernel_stopped_at_once_still_counts_its_cpu_time(monkeypatch):
+    """Is the CPU time of a kernel that the grader stops after its last cell counted, once its zygote is
+    closed, in the grader's children's time (as CI's table of stages counts it)? Processes killed with their
+    PID namespace are not counted: PID 1 must kill the kernel and reap it itself."""
+    import resource
+
+    from autograder import sandbox as sandbox_module
+
+    monkeypatch.delenv("DCV_ZYGOTE_SOCKET", raising=False)
+    monkeypatch.setattr(sandbox_module, "_ZYGOTES", {})  # a zygote of this test's own, closed below
+    cpu = lambda: sum(getattr(resource.getrusage(resource.RUSAGE_CHILDREN), f) for f in ("ru_utime", "ru_stime"))
+    before = cpu()
+    tmp = submission_folder()
+    work, runtime = os.path.join(tmp, "work"), os.path.join(tmp, "runtime")
+    for folder in (work, runtime):
+        os.mkdir(folder)
+        os.chown(folder, UID + 5, UID + 5)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import time\nwhile time.process_time() < 2.0:\n    pass")]
+    SandboxedExecute(sandbox=Sandbox(), workdir=work, runtime=runtime, uid=UID + 5, warm=()).preprocess(
+        nb, {"metadata": {"path": work}})
+    assert not nb.cells[0].outputs  # it ran to its end
+    sandbox_module._ZYGOTES[()].close()
+    assert cpu() - before >= 2.0, cpu() - before
+
+
 def test_warm_modules_are_what_the_assignment_imports():
     """Does a zygote import what the assignment's source code cells import, from the allowed list, and no more?"""
     from autograder.sandbox import warm_modules
