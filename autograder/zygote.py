@@ -17,8 +17,10 @@ capability dropped, its own user id, no new privileges, an environment of its ow
 it can write on `sys.path` (a module the notebook writes, whose code the grader's reading of the
 cells never sees, cannot be imported), and no connect(2) for it or anything it starts (a seccomp
 filter: a process it starts cannot listen to its sockets). Killing the
-first kills the others (parent-death signals; the PID namespace dies with its PID 1); sent SIGTERM (the
-grader's way to stop a kernel), the first kills PID 1 and exits once the namespace is empty. Where `isolate`
+first kills the others (parent-death signals; the PID namespace dies with its PID 1). SIGTERM to the first
+(the grader's way to stop a kernel) goes on to PID 1, which kills the kernel, reaps it (so that its CPU time
+counts: processes killed with their namespace are not counted) and exits, emptying the namespace before the
+first exits. Where `isolate`
 is false (`--unsafe-no-sandbox`), the kernel runs as the grader's user with no namespace at all.
 `python -m autograder.zygote --probe` checks that this machine can build the sandbox (root, Linux
 namespaces), without importing Keras. `python -m autograder.zygote --listen PATH MODULES` serves many

@@ -93,8 +93,9 @@ def counts(report: Path) -> dict[str, int]:
 
 
 def minutes(seconds: float) -> str:
-    """Seconds as m:ss.s."""
-    return f"{int(seconds // 60)}:{seconds % 60:04.1f}"
+    """Seconds as m:ss.s (rounded to tenths first: 359.96 is 6:00.0, not 5:60.0)."""
+    whole, tenths = divmod(round(seconds * 10), 600)
+    return f"{whole}:{tenths / 10:04.1f}"
 
 
 @dataclass

@@ -69,6 +69,13 @@ def test_stage_counts_come_from_the_junit_report(tmp_path):
     assert runner().counts(tmp_path / "missing.xml") == {"passed": 0, "failed": 0, "skipped": 0}
 
 
+@pytest.mark.parametrize("seconds, shown", [(0, "0:00.0"), (59.94, "0:59.9"), (359.96, "6:00.0"),
+                                             (503.04, "8:23.0"), (3600, "60:00.0")])
+def test_stage_times_read_as_minutes(seconds, shown):
+    """Are the table's times m:ss.s, rounded before they are split (359.96 s once read 5:60.0)?"""
+    assert runner().minutes(seconds) == shown
+
+
 @pytest.mark.parametrize("at_once", [1, 2])
 def test_stages_run_in_their_order_one_or_two_at_a_time(monkeypatch, at_once):
     """Does each stage start only after those it comes AFTER, no more than CONCURRENT at once, and a stage
