@@ -402,8 +402,8 @@ class SandboxedKernelManager(AsyncKernelManager):
     async def _async_shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
         """Kill the kernel at once, its namespaces and tmpfs with it: once its last cell has run, nothing it could
         still do counts (an interrupt, then a polite shutdown request and its wait, took 50 ms a notebook).
-        Sandboxed, its first process is sent SIGTERM: it kills PID 1 and exits once the PID namespace is empty
-        (zygote.enter), so no process of the kernel outlives this call."""
+        Sandboxed, its first process is sent SIGTERM, which it passes on to PID 1: PID 1 kills the kernel, reaps it
+        and exits, emptying the namespace (zygote.enter), so no process of the kernel outlives this call."""
         import asyncio
 
         self.shutting_down = True
