@@ -228,6 +228,30 @@ def test_a_warm_call_fills_the_cache_kernels_share():
     assert run_kernel(Sandbox(), UID + 3, warm=("dcv.data",))["mnist_warm"] == 0
 
 
+def test_a_warm_call_runs_while_the_zygote_imports_the_rest(tmp_path, monkeypatch, capsys):
+    """Does `warm_call` return while its call is still running (so MNIST is scaled while TensorFlow is
+    imported), finish it when joined, and report a call that fails instead of raising?"""
+    from autograder.zygote import warm_call
+
+    (tmp_path / "slow_warm.py").write_text(
+        "import threading\nstarted, release, done = threading.Event(), threading.Event(), []\n"
+        "def fill():\n    started.set()\n    release.wait(10)\n    done.append(1)\n"
+        "def broken():\n    raise ValueError('no cache')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    thread = warm_call("slow_warm.fill()")
+    import slow_warm
+
+    assert slow_warm.started.wait(10) and thread.is_alive() and not slow_warm.done
+    slow_warm.release.set()
+    thread.join(10)
+    assert not thread.is_alive() and slow_warm.done == [1]
+    warm_call("slow_warm.broken()").join(10)
+    warm_call("no_such_module_anywhere.fill()").join(10)
+    said = capsys.readouterr().err
+    assert "warm call slow_warm.broken() failed: ValueError: no cache" in said
+    assert "warm call no_such_module_anywhere.fill() failed: ModuleNotFoundError" in said
+
+
 def test_a_kernel_is_ready_as_soon_as_it_answers():
     """Is a kernel ready once it has answered and IOPub has brought one message (it is connected), without
     jupyter_client's last step, reading IOPub until it has been quiet for 0.2 s (every notebook paid it)?"""
