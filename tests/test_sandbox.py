@@ -409,3 +409,39 @@ def test_a_zygote_never_asked_is_stopped_without_waiting_for_its_imports(monkeyp
     assert used.request({"op": "poll", "pid": 1}) == {"status": 0}  # answered once its imports are done
     used.close()
     assert used.process.returncode == 0 and not os.path.exists(used.folder)
+
+
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "polling (Linux before 5.3)"])
+def test_waiting_for_a_child_returns_when_it_exits_and_leaves_it_unreaped(pidfd, monkeypatch):
+    """Does `_wait_for` (PID 1 waiting for the log's pump) return as the child exits, not later, and after
+    `seconds` for one that does not exit, without reaping either; with a pidfd and with the fallback?"""
+    import signal
+    import time
+
+    from autograder import zygote as z
+
+    if not pidfd:
+        def no_pidfd(pid):
+            raise OSError("pidfd_open: not on this kernel")
+        monkeypatch.setattr(z.os, "pidfd_open", no_pidfd)
+    quick, stuck = os.fork(), None
+    if not quick:
+        time.sleep(0.3)
+        os._exit(3)
+    try:
+        started = time.monotonic()
+        z._wait_for(quick, 10)
+        assert 0.25 < time.monotonic() - started < 2
+        assert os.waitid(os.P_PID, quick, os.WEXITED | os.WNOHANG | os.WNOWAIT).si_status == 3  # not reaped
+        assert os.waitpid(quick, 0)[1] >> 8 == 3
+        stuck = os.fork()
+        if not stuck:
+            time.sleep(60)
+            os._exit(0)
+        started = time.monotonic()
+        z._wait_for(stuck, 0.3)
+        assert 0.25 < time.monotonic() - started < 2
+    finally:
+        if stuck:
+            os.kill(stuck, signal.SIGKILL)
+            os.waitpid(stuck, 0)
