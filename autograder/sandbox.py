@@ -91,6 +91,9 @@ class Sandbox(Configurable):
         """What the zygote needs to start one kernel (see zygote.py): paths, user id, limits, environment
         (`mplconfig`: Matplotlib's folder as the zygote imported it, made again in the kernel's /tmp)."""
         env = {**self.env(workdir), "MPLCONFIGDIR": mplconfig}
+        if not self.enabled:  # no /tmp of its own: its temporary files go with the submission's folder
+            env["TMPDIR"] = os.path.join(os.path.dirname(runtime), "tmp")
+            os.makedirs(env["TMPDIR"], exist_ok=True)
         return {"isolate": self.enabled, "root": os.path.join(os.path.dirname(runtime), "root"),
                 "read_only": self.kernel_paths(), "writable": [runtime], "workdir": workdir,
                 "work_bytes": self.work_mb * MB, "uid": uid, "env": env, "tmp_bytes": self.tmp_mb * MB,

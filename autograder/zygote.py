@@ -229,6 +229,8 @@ def run_kernel(spec: dict) -> None:
     os.chdir(spec["workdir"])
     os.environ.clear()
     os.environ.update(spec["env"])
+    if "tempfile" in sys.modules:  # the zygote's imports chose its own; the kernel's $TMPDIR decides, as when fresh
+        sys.modules["tempfile"].tempdir = None
     argv = spec["argv"]
     if spec.get("import_from_workdir"):  # as `python -m ipykernel_launcher` run in the notebook's folder
         sys.path.insert(0, spec["workdir"])
@@ -474,7 +476,7 @@ def quiet_tensorflow_threads() -> bool:
 
 def warm_call(entry: str) -> threading.Thread:
     """Start the warm call `entry` ("module.function()") in a thread, its module imported first: it runs while
-    the zygote imports the rest (scaling MNIST, 0.3 to 1.4 s of NumPy and page faults, beside TensorFlow's 3.5 s)."""
+    the zygote imports the rest (scaling MNIST, 0.3 s, beside TensorFlow's 3.5 s)."""
     import importlib
 
     name, function = entry[:-2].rsplit(".", 1)

@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -183,12 +184,24 @@ def run_stage(stage: Stage, origin: float, warm: dict[str, str]) -> None:
     if not cmd:
         stage.status = 0
         return
+    if stage.name in WARM:  # nbval kills its kernels: what their notebooks leave at exit goes with the stage
+        temporary = tempfile.mkdtemp(prefix=f"dcv-{stage.name}-")
+        try:
+            run_pytest(stage, cmd, log, report, kernels, {**warm, "TMPDIR": temporary})
+        finally:
+            shutil.rmtree(temporary, ignore_errors=True)
+    else:
+        run_pytest(stage, cmd, log, report, kernels, warm)
+
+
+def run_pytest(stage: Stage, cmd: list[str], log: Path, report: Path, kernels: Path, env: dict[str, str]) -> None:
+    """Run the stage's pytest command with `env` added to this environment; fill in `stage`."""
     started = time.monotonic()
     with log.open("w") as keep:
         # under reap.py, whatever the stage's processes start and abandon (Chromium's) is waited for, and counted
         process = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "reap.py"), *cmd], cwd=ROOT,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                                   env={**os.environ, **warm, "PYTHONUNBUFFERED": "1"})
+                                   env={**os.environ, **env, "PYTHONUNBUFFERED": "1"})
         for line in process.stdout:
             keep.write(line)
             say(f"[{stage.name}] {line.rstrip()}")

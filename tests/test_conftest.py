@@ -121,6 +121,33 @@ def test_only_notebook_stages_run_in_warm_kernels():
     assert flag not in module.command("chapters", {}) and flag not in module.command("unit", warm)
 
 
+def test_notebook_stages_get_a_temporary_folder_removed_with_them(tmp_path, monkeypatch):
+    """Does each notebook stage run with a $TMPDIR of its own, gone once the stage ends with what its kernels
+    left there (nbval kills them before their clean-up at exit), and every other stage with the system's?"""
+    import os
+    import tempfile
+
+    module = runner()
+    script = ("import os, tempfile; folder = tempfile.mkdtemp(prefix='left-by-a-stage-'); "
+              "print('TMP', os.environ.get('TMPDIR', '-'), folder)")
+    monkeypatch.setattr(module, "command", lambda stage, warm: [sys.executable, "-c", script])
+    monkeypatch.setattr(module, "REPORTS", tmp_path)
+    monkeypatch.setattr(module, "CHAPTERS_CACHED", tmp_path / "cached")  # the chapters stage's, not the book's
+    monkeypatch.setattr(module, "kernels_cpu", lambda log: 0.0)
+    monkeypatch.delenv("TMPDIR", raising=False)
+    seen = {}
+    for name in ("solutions", "chapters", "unit"):
+        module.run_stage(module.Stage(name), 0.0, {})
+        words = (tmp_path / f"{name}.log").read_text().split()
+        seen[name] = words[words.index("TMP") + 1:words.index("TMP") + 3]
+    os.rmdir(seen["unit"][1])  # the unit stage's, made in the system's folder
+    for name in ("solutions", "chapters"):
+        env, folder = seen[name]
+        assert os.path.dirname(folder) == env and os.path.basename(env).startswith(f"dcv-{name}-"), seen
+        assert not os.path.exists(env)
+    assert seen["unit"][0] == "-" and os.path.dirname(seen["unit"][1]) == tempfile.gettempdir(), seen
+
+
 def test_machine_busy_time_counts_this_process():
     """Does the machine's busy CPU time grow by at least the CPU time this process just spent?"""
     import time

@@ -91,7 +91,7 @@ print(json.dumps({
     "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
     "home": os.environ["HOME"], "cwd": os.getcwd(), "seqpacket": seqpacket, "grader_code": grader_code,
     "usr_writable": writable("/usr/x"), "work_writable": writable("x"), "network": network,
-    "tensorflow_warm": "tensorflow" in sys.modules, "path": sys.path,
+    "tensorflow_warm": "tensorflow" in sys.modules, "path": sys.path, "tempdir": __import__("tempfile").gettempdir(),
     "path_writable": [p for p in sys.path if os.access(p or ".", os.W_OK)],
     "mnist_warm": "dcv.data" in sys.modules and sys.modules["dcv.data"]._scaled.cache_info().currsize,
     "numpy": np.random.rand(), "random": random.random(),
@@ -184,6 +184,7 @@ def test_kernel_sees_only_its_sandbox(two_kernels):
     assert not any(facts["visible"].values()), facts["visible"]  # the repository's dcv/ and .venv/ only
     assert not facts["usr_writable"] and facts["work_writable"]
     assert facts["home"] == facts["cwd"] == facts["work"]
+    assert facts["tempdir"] == "/tmp"  # its own (a tmpfs), whatever the zygote's imports chose
     assert facts["network"] != "connected"
     assert facts["seqpacket"] == [], "the zygote's socket leaked into the kernel"
     assert not facts["grader_code"]
@@ -213,11 +214,13 @@ def test_kernel_leaves_nothing_behind(two_kernels):
 
 def test_unsafe_mode_runs_unconfined():
     """With the sandbox off (`--unsafe-no-sandbox`), does the kernel run as the grader's user, from a zygote
-    that imported only what it was asked to (here nothing beyond what every kernel imports: not Keras)?"""
+    that imported only what it was asked to (here nothing beyond what every kernel imports: not Keras), its
+    temporary files in the submission's folder (not the system's /tmp, which outlives a kernel killed at once)?"""
     sandbox = Sandbox()
     sandbox.enabled = False
     facts = run_kernel(sandbox, UID + 2, warm=())
     assert facts["uid"] == os.getuid() and not facts["tensorflow_warm"]
+    assert facts["tempdir"] == os.path.join(facts["tmp"], "tmp")  # removed with the submission's folder
 
 
 def test_a_warm_call_fills_the_cache_kernels_share():
@@ -395,6 +398,39 @@ def test_a_shared_zygote_serves_commands_and_falls_back(monkeypatch):
     finally:
         server.close()
     assert not os.path.exists(server.path)
+
+
+def test_a_warm_notebook_kernel_uses_the_temporary_folder_of_its_own_environment(tmp_path, monkeypatch):
+    """A kernel of the notebook stages (scripts/warm_kernel.py), forked from a zygote whose imports chose
+    theirs (importing Keras does): does it use the $TMPDIR it was started with, as a fresh kernel does?
+    run_tests.py gives each notebook stage its own, removed with the stage (nbval kills its kernels, so
+    what a notebook removes at exit stays)."""
+    from jupyter_client.manager import start_new_kernel
+
+    spec = tmp_path / "kernels" / "dcv-warm-test" / "kernel.json"
+    spec.parent.mkdir(parents=True)
+    spec.write_text(json.dumps({"argv": [sys.executable, str(REPO / "scripts" / "warm_kernel.py"),
+                                         "{connection_file}"], "display_name": "warm", "language": "python"}))
+    own = tmp_path / "stage-tmp"
+    own.mkdir()
+    server = ZygoteServer(("keras",))
+    try:
+        for name, value in {"JUPYTER_PATH": str(tmp_path), "DCV_WARM_KERNEL_SOCKET": server.path,
+                            "TMPDIR": str(own)}.items():
+            monkeypatch.setenv(name, value)
+        km, kc = start_new_kernel(kernel_name="dcv-warm-test", cwd=str(tmp_path))
+        said = []
+        try:
+            kc.execute_interactive("import sys, tempfile; print('keras' in sys.modules, tempfile.gettempdir()); "
+                                   "tempfile.mkdtemp(prefix='left-')", timeout=60,
+                                   output_hook=lambda m: said.append(m["content"].get("text", "")))
+        finally:
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)  # as nbval stops its kernels
+    finally:
+        server.close()
+    assert "".join(said).split() == ["True", str(own)]
+    assert [p.name[:5] for p in own.iterdir()] == ["left-"]
 
 
 def test_a_zygote_never_asked_is_stopped_without_waiting_for_its_imports(monkeypatch):
