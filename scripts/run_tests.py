@@ -57,11 +57,14 @@ WARM_KERNEL = "dcv-warm"
 
 
 def cpu() -> str:
-    """The CPU's model name and its widest vector instructions (AVX-512 or AVX2), for every timing printed."""
+    """The CPU's model name and its widest vector instructions (AVX-512 or AVX2; oneDNN's limit where
+    $ONEDNN_MAX_CPU_ISA sets one), for every timing printed."""
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = re.search(r"model name\s*:\s*(.*)", info)
     flags = set((re.search(r"flags\s*:\s*(.*)", info) or re.search("()", "")).group(1).split())
     vector = "AVX-512" if "avx512f" in flags else "AVX2, no AVX-512" if "avx2" in flags else "no AVX2"
+    if os.environ.get("ONEDNN_MAX_CPU_ISA"):  # TensorFlow's kernels then use no more than this
+        vector += f"; oneDNN limited to {os.environ['ONEDNN_MAX_CPU_ISA']}"
     name = model.group(1).strip() if model else platform.processor() or "unknown CPU"
     usable, total = cores(), os.cpu_count() or 1
     return f"{name} ({vector}), {usable} of {total} cores" if usable < total else f"{name} ({vector}), {total} cores"

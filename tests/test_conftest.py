@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 import sys
 from importlib.metadata import version
 from pathlib import Path
@@ -59,6 +60,18 @@ def test_runner_passes_arguments_to_one_pytest(monkeypatch, args, expected):
     monkeypatch.setattr(module.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or done)
     assert module.main(args) == 0
     assert calls == [[*module.PYTEST, *expected]]
+
+
+def test_the_cpu_line_says_when_onednn_is_limited(monkeypatch):
+    """Does the stage table's CPU name the vector instructions, and oneDNN's limit when one is set?"""
+    module = runner()
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    plain = module.cpu()
+    assert "oneDNN" not in plain and re.search(r"\((AVX-512|AVX2, no AVX-512|no AVX2)\), ", plain), plain
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    limited = module.cpu()
+    assert "; oneDNN limited to AVX2), " in limited, limited
+    assert limited.replace("; oneDNN limited to AVX2)", ")") == plain, limited
 
 
 def test_stage_counts_come_from_the_junit_report(tmp_path):
