@@ -49,6 +49,10 @@ CONCURRENT = int(os.environ.get("DCV_TEST_STAGES") or 1)
 # Stages whose files run on several processes (pytest-xdist, one file per worker at a time);
 # $DCV_TEST_WORKERS sets how many (default: the cores it may use, at most 2; 1 = none).
 PARALLEL = ("unit", "chapters", "solutions", "grading")
+# How pytest-xdist shares a stage's files among its workers: whole files (their module fixtures run once),
+# started in the order of `stage_paths` (conftest.SLOWEST_FIRST first). xdist's own order, files with the
+# most tests first, started chapter 5 (a third of its stage's time) sixth of nine.
+XDIST = ["--dist", "loadfile", "--no-loadscope-reorder"]
 POLL = 0.5  # seconds between looks at which stages have finished
 # Stages whose notebooks run in kernels forked warm by one shared zygote (scripts/warm_kernel.py):
 # each notebook would otherwise import TensorFlow in a fresh kernel (~6 CPU-s, twenty notebooks).

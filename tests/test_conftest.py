@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import subprocess
 import sys
 from importlib.metadata import version
 from pathlib import Path
@@ -132,6 +133,36 @@ def test_only_notebook_stages_run_in_warm_kernels():
     flag = f"--nbval-kernel-name={module.WARM_KERNEL}"
     assert flag in module.command("chapters", warm) and flag in module.command("solutions", warm)
     assert flag not in module.command("chapters", {}) and flag not in module.command("unit", warm)
+
+
+def test_a_parallel_stage_starts_its_files_in_the_order_given(tmp_path):
+    """Do a stage's two workers start its files in the order of its command line (the slowest first), where
+    xdist alone starts the files with the most tests first?"""
+    module = runner()
+    log = tmp_path / "started.log"
+    body = ("import time\n\n\ndef test_{i}():\n    with open({log!r}, 'a') as f:\n"
+            "        f.write('{name}\\n')\n    time.sleep({s})\n")
+    for name, tests, seconds in [("slow_a", 1, 1.0), ("slow_b", 1, 1.0), ("many", 6, 0.05)]:
+        (tmp_path / f"test_{name}.py").write_text("".join(
+            body.format(i=i, log=str(log), name=name, s=seconds) for i in range(tests)))
+    files = ["test_slow_a.py", "test_slow_b.py", "test_many.py"]
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
+                             *module.XDIST, "--rootdir", str(tmp_path), *files],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(log.read_text().split()[:2]) == ["slow_a", "slow_b"], log.read_text()
+
+
+def test_stage_paths_start_with_the_slowest_files():
+    """Does each stage list the files of SLOWEST_FIRST first, in that order?"""
+    for stage in conftest.STAGES:
+        names = [str(p.relative_to(REPO)) for p in conftest.stage_paths(stage)]
+        slowest = [next(n for n in names if n.startswith(s)) for s in conftest.SLOWEST_FIRST
+                   if any(n.startswith(s) for n in names)]
+        assert names[:len(slowest)] == slowest, (stage, names)
+    assert len([s for s in conftest.SLOWEST_FIRST if any(
+        str(p.relative_to(REPO)).startswith(s) for st in conftest.STAGES for p in conftest.stage_paths(st))]) == len(
+        conftest.SLOWEST_FIRST), "a file of SLOWEST_FIRST is in no stage"
 
 
 def test_notebook_stages_get_a_temporary_folder_removed_with_them(tmp_path, monkeypatch):

@@ -360,6 +360,29 @@ def test_cached_call_is_fast(model):
     assert call < 4 * load, (call, load)
 
 
+def test_a_later_call_reuses_the_weights_it_read(model, tmp_path, monkeypatch):
+    """Does a second call (another input size) set the weights this process read, and is a file that
+    changed since read again, its bad weights refused?"""
+    import keras
+
+    reads = []
+    load_weights = keras.Model.load_weights
+    monkeypatch.setattr(keras.Model, "load_weights", lambda self, path, *args, **kwargs: (
+        reads.append(Path(path)), load_weights(self, path, *args, **kwargs))[1])
+    path = _copy_cache(tmp_path)
+    first = pretrained.efficientnet_lite0(cache_dir=tmp_path)
+    second = pretrained.efficientnet_lite0(include_top=False, input_shape=(64, 64, 3), cache_dir=tmp_path)
+    assert reads == [path]
+    for name in ("stem_conv", "block4a_expand_bn", "top_conv"):
+        for a, b in zip(first.get_layer(name).get_weights(), second.get_layer(name).get_weights()):
+            assert np.array_equal(a, b)
+    _change_weights(path)  # saved over: read again, and refused (its digest is not the verified one)
+    monkeypatch.setattr(pretrained, "_ported_model", lambda shape: model)
+    with pytest.warns(UserWarning, match="removing broken cache"):
+        pretrained.efficientnet_lite0(cache_dir=tmp_path)
+    assert reads == [path, path]
+
+
 def _cached_file() -> Path:
     """The default cache's .keras file."""
     from dcv.sources import cache_dir
