@@ -233,6 +233,22 @@ class SandboxedExecute(Execute):
         self.problems: list[str] = []
         self.output_bytes = 0
         self.output_full = False
+        self.watchdog: Watchdog | None = None  # while a notebook runs
+
+    async def _async_handle_timeout(self, timeout, cell=None):
+        """Interrupt a cell past its time limit (nbclient), then give it `interrupt_grace` seconds to answer: one
+        that ignores the interrupt (`except KeyboardInterrupt: pass` in a loop) has its kernel killed. nbclient
+        alone would interrupt it again every `cell_timeout` until the notebook's limit killed it."""
+        reply = await super()._async_handle_timeout(timeout, cell)  # nbgrader's: a CellTimeoutError as its reply
+        channel = getattr(self.kc, "shell_channel", None)
+        pid = getattr(getattr(self.km, "provisioner", None), "pid", None)
+        if getattr(channel, "socket", None) is None or self.watchdog is None or pid is None:
+            return reply  # (nothing to watch or kill: the notebook's limit still applies)
+        if await channel.socket.poll(self.sandbox.interrupt_grace * 1000):
+            return reply  # the cell stopped: the kernel's own reply comes, and is passed over, later
+        self.watchdog.kill(pid, f"timed out ({self.sandbox.cell_timeout} s) and ignored its interrupt for "
+                                f"{self.sandbox.interrupt_grace} s: kernel killed")
+        raise DeadKernelError(self.watchdog.reason)
 
     def create_kernel_manager(self):
         self.km = SandboxedKernelManager(sandbox=self.sandbox, workdir=self.workdir, runtime=self.runtime,
@@ -269,6 +285,7 @@ class SandboxedExecute(Execute):
             watchdog = Watchdog(pid_of, self.uid if self.sandbox.enabled else None, self.sandbox.memory_mb * MB,
                                 self.sandbox.notebook_timeout)
             watchdog.start()
+            self.watchdog = watchdog
             try:
                 info = self.wait_for_reply(self.kc.kernel_info())
                 self.km.seal()
@@ -303,6 +320,7 @@ class SandboxedExecute(Execute):
                                              f"{self.sandbox.address_space_mb} MB per process)")
             finally:
                 watchdog.stop()
+                self.watchdog = None
         self.set_widgets_metadata()
         return self.nb, self.resources
 

@@ -49,6 +49,7 @@ c.Sandbox.memory_mb = 4096        # resident memory of all its processes togethe
 c.Sandbox.address_space_mb = 16384  # address space per process (TensorFlow reserves a lot)
 c.Sandbox.cpu_seconds = 1800      # CPU time of the kernel process
 c.Sandbox.cell_timeout = 600      # wall time per cell (then interrupted; the next cells still run)
+c.Sandbox.interrupt_grace = 30    # seconds an interrupted cell has to stop (then killed, as below)
 c.Sandbox.notebook_timeout = 1800  # wall time per notebook (then killed; the cells not run score 0)
 c.Sandbox.processes = 512         # processes and threads
 c.Sandbox.output_mb = 5.0         # output kept per notebook (the rest is dropped)

@@ -52,6 +52,9 @@ class Sandbox(Configurable):
     cell_timeout = Integer(600, help="Wall time of one cell, in seconds; it is then interrupted.").tag(config=True)
     notebook_timeout = Integer(1800, help="Wall time of one notebook, in seconds; its kernel is then "
                                           "killed and the cells not run score 0.").tag(config=True)
+    interrupt_grace = Integer(30, help="Seconds a cell interrupted at its time limit has to stop; one that "
+                                       "ignores the interrupt has its kernel killed (the cells after it score 0) "
+                                       "instead of holding its grader until the notebook's limit.").tag(config=True)
     processes = Integer(512, help="Processes and threads of one notebook (RLIMIT_NPROC, its own user id)."
                         ).tag(config=True)
     output_mb = Float(5.0, help="Output a notebook may produce (streams, results, errors); more is "

@@ -7,7 +7,8 @@ hostile or broken change; the table gives the automatic points expected (of 15) 
 | student | what it does | expected |
 |---|---|---|
 | right | the solution | 15 |
-| loop | a cell that loops forever, ignoring interrupts | 12: cell timed out, then the notebook limit killed it |
+| loop | a cell that loops forever, ignoring interrupts | 12: cell timed out, its kernel killed 2 s later |
+| sleeper | a cell that sleeps for two minutes | 15: cell timed out and interrupted; the cells after it run |
 | memhog | allocates 6 GiB | 15: MemoryError in its own cell, stated |
 | memforks | 3 forked children holding 200 MB each | 12: killed at the notebook's memory limit |
 | killer | `os.kill(-1, SIGKILL)` | 6: kernel died; the cells after it score 0 |
@@ -62,14 +63,15 @@ SOURCE = REPO / "solutions" / EX02 / f"{EX02}.ipynb"
 LIMITS = """\
 c.Sandbox.cell_timeout = 8
 c.Sandbox.notebook_timeout = 25
+c.Sandbox.interrupt_grace = 2
 c.Sandbox.memory_mb = 512
 c.Sandbox.address_space_mb = 3072  # TensorFlow, imported by the zygote, maps ~1.7 GB in every kernel
 c.Sandbox.processes = 64
 c.Sandbox.output_mb = 1.0
 c.Sandbox.work_mb = 64
 """
-EXPECTED = {"right": 15, "loop": 12, "memhog": 15, "memforks": 12, "killer": 6, "forkbomb": 15, "network": 15,
-            "snoop": 15, "tamper_edit": 4, "tamper_delete": 15, "invalid_json": 0, "wrong_name": 15,
+EXPECTED = {"right": 15, "loop": 12, "sleeper": 15, "memhog": 15, "memforks": 12, "killer": 6, "forkbomb": 15,
+            "network": 15, "snoop": 15, "tamper_edit": 4, "tamper_delete": 15, "invalid_json": 0, "wrong_name": 15,
             "duplicate": 15, "huge_output": 15, "diskfill": 15, "warns": 15, "fool": 0, "cheat": 8, "shadow": 12,
             "peek": 5, "rewire": 15, "forge": 15, "smuggle": 0,
             "rewrite": 0, "listen": 0}
@@ -267,6 +269,7 @@ def hostile_class(course: Path, folder: Path, port: int) -> dict[str, object]:
     nbs: dict[str, object] = {"right": right}
     nbs["loop"] = insert_after(right, "test_inference_bytes_hidden", (
         "import time\nwhile True:\n    try:\n        time.sleep(0.2)\n    except KeyboardInterrupt:\n        pass"))
+    nbs["sleeper"] = insert_after(right, "test_inference_bytes_hidden", "import time\ntime.sleep(120)")
     nbs["memhog"] = insert_after(right, "solution_inference_bytes", "hog = bytearray(6 * 1024 ** 3)")
     nbs["memforks"] = insert_after(right, "test_inference_bytes_hidden", (
         "import os, time\n"
@@ -447,7 +450,8 @@ def test_every_missing_point_has_a_reason(graded, course):
     """Does the summary (and `status`) say, for each student who lost points, why?"""
     rows = summary_rows(graded["result"].stdout)
     reasons = {
-        "loop": ["timed out (8 s)", "notebook time limit in cell"],
+        "loop": ["timed out (8 s) and ignored its interrupt for 2 s: kernel killed in cell"],
+        "sleeper": ["timed out (8 s) and was interrupted"],
         "memhog": ["ran out of memory (MemoryError: 3072 MB per process)"],
         "memforks": ["memory limit (512 MB for all its processes) in cell"],
         "killer": ["the kernel died"],
