@@ -26,7 +26,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from benchmarks.mnist_benchmark import cpu_name, reference_solution
+from benchmarks import machine
+from benchmarks.mnist_benchmark import reference_solution
 from dcv import data, training
 
 TRAIN_IMAGES = 55_000
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         keras.utils.set_random_seed(42)
         rows.append((name, time_steps(build(), feed, args.steps, jit) * n_steps))
     epoch_flops = per_image * TRAIN_IMAGES
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; TensorFlow {tf.__version__}, Keras {keras.__version__}")
+    print(f"CPU: {machine.cpu()}; flags: {machine.flags()}; TensorFlow {tf.__version__}, Keras {keras.__version__}")
     print(f"model: {model.count_params():,} parameters, {per_image / 1e6:.1f} MFLOP per training image, "
           f"{epoch_flops / 1e12:.2f} TFLOP per epoch of {TRAIN_IMAGES:,} images")
     print(f"measured rates: matrix product {matmul_rate:.0f} GFLOP/s, 3x3 convolution {conv_rate:.0f} GFLOP/s; "

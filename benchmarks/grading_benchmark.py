@@ -32,7 +32,8 @@ sys.path.insert(0, str(REPO))
 import nbformat
 from test_grading import replace_in_cell, solve, source_nb
 
-from scripts.run_tests import busy_seconds
+from benchmarks import machine
+from benchmarks.machine import busy_seconds
 
 EX02, EX09 = "ex02_params_memory", "ex09_mnist"
 
@@ -141,6 +142,7 @@ def main() -> None:
     # each way's (wall, CPU) per class: the round with the shortest wall time
     rows = [(way, {name: min(t[way][name] for t in rounds) for name in names}) for way in ways]
     serial = sum(wall for wall, _ in rows[0][1].values())
+    print(f"\nCPU: {machine.cpu()}; flags: {machine.flags()}")
     print(f"\n| way | ex02: {args.ex02} notebooks (s) | ex09: {args.ex09} notebooks (s) | total (s) | speed-up "
           "| machine's CPU (s) | cores busy |")
     print("|---|---|---|---|---|---|---|")

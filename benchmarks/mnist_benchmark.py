@@ -19,7 +19,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ import keras
 import nbformat
 import numpy as np
 
+from benchmarks import machine
 from dcv import data as datasets
 from dcv import grader, training
 
@@ -74,22 +74,11 @@ def textbook_train(model: keras.Model, X_train: np.ndarray, y_train: np.ndarray,
                      verbose=0)
 
 
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def device_description() -> str:
     """The backend, its version and the device it trains on, in words."""
     backend = keras.backend.backend()
     kind, n = training.accelerator(), training.device_count()
-    name = cpu_name()
+    name = machine.cpu_info()[0]
     try:
         if backend == "torch":
             import torch
@@ -111,9 +100,8 @@ def device_description() -> str:
                     tf.config.list_physical_devices("GPU")[0]).get("device_name", name)
     except Exception:
         version = "?"
-    cpus = os.cpu_count()
     return (f"Keras {keras.__version__}, {backend} {version}; {n} x {kind} ({name}); "
-            f"{cpus} CPU core(s) visible")
+            f"CPU: {machine.cpu()}; flags: {machine.flags()}")
 
 
 def run(name: str, build, train, data, config: training.TrainingConfig, distribution, seed: int,

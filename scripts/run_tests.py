@@ -14,8 +14,6 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -28,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.machine import busy_seconds, cores, cpu  # the one description of the machine
 from conftest import CHAPTERS_CACHED, STAGES, stage_paths  # the one declaration of the stages
 
 REPORTS = ROOT / "_build" / "test-reports"
@@ -58,34 +57,6 @@ POLL = 0.5  # seconds between looks at which stages have finished
 # each notebook would otherwise import TensorFlow in a fresh kernel (~6 CPU-s, twenty notebooks).
 WARM = ("chapters", "solutions")
 WARM_KERNEL = "dcv-warm"
-
-
-def cpu() -> str:
-    """The CPU's model name and its widest vector instructions (AVX-512 or AVX2; oneDNN's limit where
-    $ONEDNN_MAX_CPU_ISA sets one), for every timing printed."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = re.search(r"model name\s*:\s*(.*)", info)
-    flags = set((re.search(r"flags\s*:\s*(.*)", info) or re.search("()", "")).group(1).split())
-    vector = "AVX-512" if "avx512f" in flags else "AVX2, no AVX-512" if "avx2" in flags else "no AVX2"
-    if os.environ.get("ONEDNN_MAX_CPU_ISA"):  # TensorFlow's kernels then use no more than this
-        vector += f"; oneDNN limited to {os.environ['ONEDNN_MAX_CPU_ISA']}"
-    name = model.group(1).strip() if model else platform.processor() or "unknown CPU"
-    usable, total = cores(), os.cpu_count() or 1
-    return f"{name} ({vector}), {usable} of {total} cores" if usable < total else f"{name} ({vector}), {total} cores"
-
-
-def cores() -> int:
-    """The cores this process may run on (fewer than the machine's under `taskset`)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def busy_seconds() -> float:
-    """CPU seconds the whole machine has spent busy since boot (all cores; /proc/stat), 0 where unknown."""
-    stat = Path("/proc/stat")
-    if not stat.exists():
-        return 0.0
-    user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in stat.read_text().split()[1:9])
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def counts(report: Path) -> dict[str, int]:

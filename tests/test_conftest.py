@@ -75,6 +75,28 @@ def test_the_cpu_line_says_when_onednn_is_limited(monkeypatch):
     assert limited.replace("; oneDNN limited to AVX2)", ")") == plain, limited
 
 
+def test_the_benchmarks_describe_the_cpu_as_the_stage_table_does(monkeypatch):
+    """Do the stage table and the benchmarks print one description of the CPU (benchmarks/machine.py), its
+    notable flags read from /proc/cpuinfo, and the device line of the MNIST benchmark name both?"""
+    from benchmarks import machine
+
+    module = runner()
+    assert module.cpu is machine.cpu and module.busy_seconds is machine.busy_seconds
+    name, flags = machine.cpu_info()
+    assert name and name == machine.cpu().split(" (")[0]
+    assert machine.flags().split() == [f for f in machine.NOTABLE_FLAGS if f in flags] or not flags
+    monkeypatch.setattr(machine, "cpu_info", lambda: ("Some CPU", {"sse2", "avx512f", "avx2", "amx_bf16"}))
+    assert machine.flags() == "avx2 avx512f amx_bf16"
+    assert machine.cpu().startswith("Some CPU (AVX-512), ")
+    monkeypatch.setattr(machine, "cpu_info", lambda: ("Old CPU", {"sse2", "avx2"}))
+    assert machine.cpu().startswith("Old CPU (AVX2, no AVX-512), ") and machine.flags() == "avx2"
+    monkeypatch.setattr(machine, "cpu_info", lambda: ("Older CPU", {"sse2"}))
+    assert machine.flags().startswith("none of avx2") and "(no AVX2)" in machine.cpu()
+    for script in ("grading_benchmark.py", "mnist_benchmark.py", "ex09_cpu_profile.py"):
+        text = (REPO / "benchmarks" / script).read_text()
+        assert "machine.cpu()" in text and "/proc/cpuinfo" not in text, script
+
+
 def test_stage_counts_come_from_the_junit_report(tmp_path):
     """Are a stage's passed, failed (errors included) and skipped tests read from its JUnit report?"""
     report = tmp_path / "stage.xml"
