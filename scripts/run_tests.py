@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.machine import busy_seconds, cores, cpu  # the one description of the machine
+from benchmarks.machine import busy_seconds, cores, cpu, flags  # the one description of the machine
 from conftest import CHAPTERS_CACHED, STAGES, stage_paths  # the one declaration of the stages
 
 REPORTS = ROOT / "_build" / "test-reports"
@@ -254,6 +254,7 @@ def main(argv: list[str]) -> int:
             f"{s.tally['passed']:>7} {s.tally['failed']:>7} {s.tally['skipped']:>8}  {verdict}")
     cpu_total = sum(s.cpu_seconds for s in rows)
     say(f"{'total':<10} {'':>7} {minutes(wall):>7} {minutes(cpu_total):>7}  on {cpu()}")
+    say(f"CPU flags: {flags()}")
     say("start: after the set-up; cpu: user + system time of the stage's processes and of every process they "
         "started and waited for (grading's sandboxed kernels and the notebooks' warm kernels included)")
     if busy:

@@ -80,6 +80,7 @@ def test_the_benchmarks_describe_the_cpu_as_the_stage_table_does(monkeypatch):
     notable flags read from /proc/cpuinfo, and the device line of the MNIST benchmark name both?"""
     from benchmarks import machine
 
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)  # (a slow host's emulation sets it)
     module = runner()
     assert module.cpu is machine.cpu and module.busy_seconds is machine.busy_seconds
     name, flags = machine.cpu_info()
@@ -95,6 +96,29 @@ def test_the_benchmarks_describe_the_cpu_as_the_stage_table_does(monkeypatch):
     for script in ("grading_benchmark.py", "mnist_benchmark.py", "ex09_cpu_profile.py"):
         text = (REPO / "benchmarks" / script).read_text()
         assert "machine.cpu()" in text and "/proc/cpuinfo" not in text, script
+
+
+def test_the_stage_table_ends_with_the_cpu_and_its_flags(monkeypatch, capsys):
+    """Does the table that `.ci/run` prints give every stage a row, then the CPU and its notable flags?"""
+    from benchmarks import machine
+
+    module = runner()
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(machine, "cpu_info", lambda: ("Test CPU 9000", {"sse2", "avx2", "fma"}))
+    monkeypatch.setattr(module, "warm_kernels", lambda: {})
+
+    def fake_schedule(stages, warm):
+        for stage in stages.values():
+            stage.seconds, stage.cpu_seconds, stage.status = 61.0, 90.0, 0
+
+    monkeypatch.setattr(module, "schedule", fake_schedule)
+    assert module.main([]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out if line.split()[:1] and line.split()[0] in conftest.STAGES] \
+        == list(conftest.STAGES)
+    total = next(line for line in out if line.startswith("total"))
+    assert "on Test CPU 9000 (AVX2, no AVX-512), " in total, total
+    assert out[out.index(total) + 1] == "CPU flags: avx2 fma", out
 
 
 def test_stage_counts_come_from_the_junit_report(tmp_path):
