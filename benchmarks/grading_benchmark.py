@@ -36,7 +36,6 @@ import nbformat
 from test_grading import replace_in_cell, solve, source_nb
 
 from benchmarks import machine
-from benchmarks.machine import busy_seconds
 
 EX02, EX09 = "ex02_params_memory", "ex09_mnist"
 
@@ -44,12 +43,12 @@ EX02, EX09 = "ex02_params_memory", "ex09_mnist"
 def autograde(course: Path, name: str, folder: Path, *options: str) -> tuple[float, float]:
     """Run autograde; return its wall time and the CPU time the whole machine spent meanwhile, in seconds."""
     env = {k: v for k, v in os.environ.items() if k != "DCV_COURSE_DIR"}
-    started, busy = time.monotonic(), busy_seconds()
+    started, busy = time.monotonic(), machine.busy_seconds()
     done = subprocess.run([sys.executable, "-m", "autograder", "autograde", name, str(folder), "--course-dir",
                            str(course), *options], cwd=REPO, env=env, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"autograde failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return time.monotonic() - started, busy_seconds() - busy
+    return time.monotonic() - started, machine.busy_seconds() - busy
 
 
 def bare(notebooks: list, folder: Path, extra: list[Path] = (), repeat: int = 2) -> float:
